@@ -1,0 +1,65 @@
+//! Command-line flags, with blackbox_exporter's names where they exist.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::logging::LogFormat;
+
+/// A blackbox_exporter-compatible prober: point Prometheus at /probe?target=…&module=…
+#[derive(Debug, Clone, Parser)]
+#[command(name = "lookout", version, about, long_about = None)]
+pub struct Cli {
+    /// The config file (blackbox_exporter's format).
+    #[arg(
+        long = "config.file",
+        default_value = "lookout.yml",
+        value_name = "PATH"
+    )]
+    pub config_file: PathBuf,
+
+    /// Validate the config file, print the result and exit (0 valid, 1 invalid).
+    #[arg(long = "config.check")]
+    pub config_check: bool,
+
+    /// Address to listen on for the web interface, /probe and /metrics.
+    #[arg(
+        long = "web.listen-address",
+        default_value = ":9115",
+        value_name = "ADDR"
+    )]
+    pub listen_address: String,
+
+    /// Path prefix for all HTTP endpoints (e.g. /blackbox).
+    #[arg(long = "web.route-prefix", default_value = "/", value_name = "PATH")]
+    pub route_prefix: String,
+
+    /// Seconds subtracted from Prometheus' scrape timeout to get the probe deadline.
+    #[arg(long = "timeout-offset", default_value_t = 0.5, value_name = "SECONDS")]
+    pub timeout_offset: f64,
+
+    /// How many recent probes the web page and /logs keep.
+    #[arg(long = "history.limit", default_value_t = 100, value_name = "N")]
+    pub history_limit: usize,
+
+    /// Only log messages with the given severity or above: debug, info, warn, error.
+    #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
+    pub log_level: String,
+
+    /// Output format of log messages.
+    #[arg(long = "log.format", value_enum, default_value = "logfmt")]
+    pub log_format: LogFormat,
+}
+
+impl Cli {
+    /// The log level as a tracing filter.
+    pub fn level(&self) -> tracing_subscriber::filter::LevelFilter {
+        use tracing_subscriber::filter::LevelFilter;
+        match self.log_level.as_str() {
+            "debug" => LevelFilter::DEBUG,
+            "warn" => LevelFilter::WARN,
+            "error" => LevelFilter::ERROR,
+            _ => LevelFilter::INFO,
+        }
+    }
+}

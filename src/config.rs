@@ -1,0 +1,241 @@
+//! The config file: blackbox_exporter's format (`modules:`), read in one place and validated
+//! once into plain structs. Nothing after `load` re-validates; a `Config` is never mutated, only
+//! replaced whole.
+
+pub mod error;
+pub mod module;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::ConfigError;
+pub use module::{Module, RawModule};
+
+/// The file as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Modules by name.
+    #[serde(default)]
+    pub modules: BTreeMap<String, RawModule>,
+}
+
+/// A loaded, validated config.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Modules by name.
+    pub modules: BTreeMap<String, Arc<Module>>,
+    /// The file it came from.
+    pub file: PathBuf,
+}
+
+impl Config {
+    /// The config as YAML, secrets shown as `<secret>`: what `/config` serves.
+    pub fn to_yaml(&self) -> String {
+        let raw = RawConfig {
+            modules: self
+                .modules
+                .iter()
+                .map(|(k, m)| (k.clone(), m.raw.clone()))
+                .collect(),
+        };
+        serde_norway::to_string(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Reads and validates `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        field: String::new(),
+        message: format!("cannot read config file: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config `text` that came from `path` (relative file names in it are read
+/// relative to `path`'s directory).
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let de = serde_norway::Deserializer::from_str(text);
+    let raw: RawConfig = match serde_path_to_error::deserialize(de) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = match inner.location() {
+                Some(l) => (Some(l.line()), Some(l.column())),
+                None => (None, None),
+            };
+            return Err(ConfigError {
+                file: path.to_path_buf(),
+                line,
+                column,
+                field: if field == "." { String::new() } else { field },
+                message: clean_yaml_message(&inner.to_string()),
+            });
+        }
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut modules = BTreeMap::new();
+    for (name, raw_module) in raw.modules {
+        match module::build(&name, raw_module, &base) {
+            Ok(m) => {
+                modules.insert(name, Arc::new(m));
+            }
+            Err((field, message)) => {
+                let line = locate(text, &name, &field);
+                return Err(ConfigError {
+                    file: path.to_path_buf(),
+                    line,
+                    column: None,
+                    field: format!("modules.{name}.{field}"),
+                    message,
+                });
+            }
+        }
+    }
+    Ok(Config {
+        modules,
+        file: path.to_path_buf(),
+    })
+}
+
+/// serde_norway appends " at line L column C" to messages; the position is reported separately.
+fn clean_yaml_message(msg: &str) -> String {
+    let msg = match msg.find(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    };
+    // Messages like "modules.x.http: unknown field `foo`, expected one of …" carry the path too.
+    let msg = match msg.split_once(": ") {
+        Some((head, tail)) if !head.contains(' ') && head.contains('.') => tail,
+        _ => msg,
+    };
+    msg.to_owned()
+}
+
+/// Finds the line of `field` (a dotted path such as `http.tls_config.ca_file`) inside module
+/// `module`, for errors found after parsing. A best-effort text search: `None` when unsure.
+fn locate(text: &str, module: &str, field: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let key = |l: &str| -> Option<(usize, String)> {
+        let t = l.trim_start();
+        if t.starts_with('#') {
+            return None;
+        }
+        let indent = l.len() - t.len();
+        let t = t.trim_start_matches("- ");
+        let (k, _) = t.split_once(':')?;
+        Some((
+            indent,
+            k.trim().trim_matches('"').trim_matches('\'').to_owned(),
+        ))
+    };
+    let start = lines
+        .iter()
+        .position(|l| key(l).is_some_and(|(_, k)| k == module))?;
+    let module_indent = key(lines[start])?.0;
+    let mut found = start;
+    let mut min_indent = module_indent;
+    for part in field.split('.') {
+        let name = part.split('[').next().unwrap_or(part);
+        let mut hit = None;
+        for (i, l) in lines.iter().enumerate().skip(found + 1) {
+            let Some((indent, k)) = key(l) else { continue };
+            if indent <= min_indent {
+                break;
+            }
+            if k == name {
+                hit = Some((i, indent));
+                break;
+            }
+        }
+        match hit {
+            Some((i, indent)) => {
+                found = i;
+                min_indent = indent;
+            }
+            None => break,
+        }
+    }
+    Some(found + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(yaml: &str) -> ConfigError {
+        parse(yaml, Path::new("test.yml")).unwrap_err()
+    }
+
+    #[test]
+    fn unknown_field_names_line_module_and_field() {
+        let e = err(
+            "modules:\n  http_2xx:\n    prober: http\n    http:\n      valid_status_code: [200]\n",
+        );
+        assert_eq!(e.line, Some(5), "{e}");
+        assert_eq!(e.module(), Some("http_2xx"));
+        assert!(
+            e.to_string().contains("unknown field `valid_status_code`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_regex_is_reported_at_its_line() {
+        let e = err(
+            "modules:\n  m:\n    prober: http\n    http:\n      fail_if_body_matches_regexp:\n        - \"a(b\"\n",
+        );
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.field.contains("fail_if_body_matches_regexp"), "{e}");
+        assert!(e.message.contains("a(b"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_are_located_by_search() {
+        let e = err(
+            "modules:\n  one:\n    prober: http\n  m:\n    prober: http\n    http:\n      method: \"GE T\"\n",
+        );
+        assert_eq!(e.field, "modules.m.http.method");
+        assert_eq!(e.line, Some(7), "{e}");
+    }
+
+    #[test]
+    fn unknown_prober_is_an_error() {
+        let e = err("modules:\n  m:\n    prober: htp\n");
+        assert!(e.message.contains("unknown prober \"htp\""), "{e}");
+        assert_eq!(e.line, Some(3));
+    }
+
+    #[test]
+    fn durations_use_prometheus_form() {
+        let c = parse(
+            "modules:\n  m:\n    prober: http\n    timeout: 1m30s\n",
+            Path::new("t.yml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.modules["m"].timeout,
+            Some(std::time::Duration::from_secs(90))
+        );
+        let e = err("modules:\n  m:\n    prober: http\n    timeout: 5\n");
+        assert!(e.message.contains("missing unit"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_yaml() {
+        let c = parse(
+            "modules:\n  m:\n    prober: http\n    http:\n      basic_auth:\n        username: u\n        password: hunter2\n",
+            Path::new("t.yml"),
+        )
+        .unwrap();
+        let y = c.to_yaml();
+        assert!(!y.contains("hunter2") && y.contains("<secret>"), "{y}");
+    }
+}

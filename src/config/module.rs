@@ -1,0 +1,103 @@
+//! One `modules:` entry: its raw form as written and its validated form. This file holds the one
+//! `match` on the `prober:` name.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::probe::{ProbeSpec, dns, grpc, http, icmp, tcp};
+use crate::values::ConfigDuration;
+
+/// A module as written in the file (blackbox's format, unknown fields rejected).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModule {
+    /// http, tcp, dns, icmp or grpc.
+    pub prober: String,
+    /// The longest a probe may take; the scrape timeout caps it further.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<ConfigDuration>,
+    /// HTTP settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<http::Section>,
+    /// TCP settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<tcp::Section>,
+    /// DNS settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<dns::Section>,
+    /// ICMP settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<icmp::Section>,
+    /// gRPC settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<grpc::Section>,
+}
+
+/// A validated module: what `/probe` and the scheduler use.
+#[derive(Debug, Clone)]
+pub struct Module {
+    /// Its name (the key under `modules:`).
+    pub name: String,
+    /// The module timeout; `None` when not set (the scrape timeout alone applies).
+    pub timeout: Option<Duration>,
+    /// The validated probe settings.
+    pub spec: Arc<ProbeSpec>,
+    /// The module as written, for `/config` and debug output (secrets print as `<secret>`).
+    pub raw: RawModule,
+}
+
+/// Validates one module; the error is a field path relative to the module and a message.
+pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, (String, String)> {
+    fn sub<T>(section: &str, r: Result<T, (String, String)>) -> Result<T, (String, String)> {
+        r.map_err(|(f, m)| (format!("{section}.{f}"), m))
+    }
+    let spec = match raw.prober.as_str() {
+        "http" => ProbeSpec::Http(sub(
+            "http",
+            http::Spec::build(&raw.http.clone().unwrap_or_default(), base),
+        )?),
+        "tcp" => ProbeSpec::Tcp(sub(
+            "tcp",
+            tcp::Spec::build(&raw.tcp.clone().unwrap_or_default(), base),
+        )?),
+        "dns" => match &raw.dns {
+            Some(d) => ProbeSpec::Dns(sub("dns", dns::Spec::build(d, base))?),
+            None => {
+                return Err((
+                    "dns.query_name".into(),
+                    "query name must be set for DNS module".into(),
+                ));
+            }
+        },
+        "icmp" => ProbeSpec::Icmp(sub(
+            "icmp",
+            icmp::Spec::build(&raw.icmp.clone().unwrap_or_default(), base),
+        )?),
+        "grpc" => ProbeSpec::Grpc(sub(
+            "grpc",
+            grpc::Spec::build(&raw.grpc.clone().unwrap_or_default(), base),
+        )?),
+        "" => {
+            return Err((
+                "prober".into(),
+                "prober must be set (http, tcp, dns, icmp or grpc)".into(),
+            ));
+        }
+        other => {
+            return Err((
+                "prober".into(),
+                format!("unknown prober {other:?} (expected http, tcp, dns, icmp or grpc)"),
+            ));
+        }
+    };
+    let timeout = raw.timeout.map(|d| d.0).filter(|d| !d.is_zero());
+    Ok(Module {
+        name: name.to_owned(),
+        timeout,
+        spec: Arc::new(spec),
+        raw,
+    })
+}

@@ -1,0 +1,178 @@
+//! lookout: a blackbox_exporter-compatible probing exporter.
+//!
+//! Module map (see ARCHITECTURE.md):
+//! - `cli`: flags; `logging`: log lines and per-probe capture.
+//! - `config`: the only reader of the config file; validates into plain structs.
+//! - `probe`: one module per protocol behind `Prober`; `probe::run` is the single entry point.
+//! - `metrics`: the only module that knows exposition formats.
+//! - `server`: HTTP endpoints; `reload`: config reloads; `store`: recent probe history.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod probe;
+pub mod reload;
+pub mod secret;
+pub mod server;
+pub mod store;
+pub mod values;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+
+use crate::cli::Cli;
+use crate::metrics::process::SelfMetrics;
+use crate::probe::resolve::Resolver;
+use crate::server::State;
+use crate::store::History;
+
+/// A running lookout: its bound address and the task serving it.
+#[derive(Debug)]
+pub struct App {
+    /// The address the web server listens on (tests bind port 0 and read it here).
+    pub local_addr: SocketAddr,
+    /// Shared state (config, metrics).
+    pub state: Arc<State>,
+    /// The server task; ends after `shutdown` resolves.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Parses `--web.listen-address`: `:9115` means every interface, as in Go.
+pub fn listen_addrs(s: &str) -> Vec<String> {
+    match s.strip_prefix(':') {
+        Some(port) => vec![format!("[::]:{port}"), format!("0.0.0.0:{port}")],
+        None => vec![s.to_owned()],
+    }
+}
+
+fn normalise_prefix(p: &str) -> String {
+    let t = p.trim_end_matches('/');
+    if t.is_empty() {
+        String::new()
+    } else if t.starts_with('/') {
+        t.to_owned()
+    } else {
+        format!("/{t}")
+    }
+}
+
+impl App {
+    /// Loads the config, binds the listener and starts serving until `shutdown` resolves.
+    pub async fn start(
+        cli: &Cli,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<App> {
+        let metrics = SelfMetrics::default();
+        let config = match config::load(&cli.config_file) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(err = %e, "Error loading config");
+                return Err(anyhow::Error::new(e).context("error loading config"));
+            }
+        };
+        metrics.record_reload(true);
+        tracing::info!(file = %cli.config_file.display(), modules = config.modules.len(), "Loaded config file");
+        let state = Arc::new(State {
+            config: ArcSwap::from_pointee(config),
+            config_file: cli.config_file.clone(),
+            resolver: Resolver::system(),
+            metrics,
+            history: History::new(cli.history_limit),
+            timeout_offset: cli.timeout_offset,
+            prefix: normalise_prefix(&cli.route_prefix),
+        });
+        let mut last_err = None;
+        let mut listener = None;
+        for addr in listen_addrs(&cli.listen_address) {
+            match TcpListener::bind(&addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(e) => {
+                    last_err =
+                        Some(anyhow::Error::new(e).context(format!("cannot listen on {addr}")))
+                }
+            }
+        }
+        let listener = match listener {
+            Some(l) => l,
+            None => return Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no listen address"))),
+        };
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(address = %local_addr, "Listening on address");
+        let router = server::router(state.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        });
+        Ok(App {
+            local_addr,
+            state,
+            task,
+        })
+    }
+}
+
+/// Runs lookout until SIGTERM or SIGINT; SIGHUP reloads the config.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.config_check {
+        return match config::load(&cli.config_file) {
+            Ok(c) => {
+                println!(
+                    "Config file is ok: {} ({} modules)",
+                    cli.config_file.display(),
+                    c.modules.len()
+                );
+                Ok(())
+            }
+            Err(e) => Err(anyhow::Error::new(e)),
+        };
+    }
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "Starting lookout");
+    let app = App::start(&cli, shutdown_signal()).await?;
+    let state = app.state.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let _ = reload::reload(&state.config, &state.metrics);
+        }
+    });
+    app.task
+        .await
+        .context("server task")?
+        .context("serving HTTP")?;
+    tracing::info!("Shut down");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("Received shutdown signal; stopping");
+}

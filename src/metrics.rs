@@ -1,0 +1,321 @@
+//! Exposition: the only module that turns `Report`s into text and knows the formats.
+//!
+//! blackbox_exporter answers in the Prometheus text format 0.0.4, families sorted by name, labels
+//! sorted by name, numbers printed as Go's `strconv.FormatFloat(v, 'g', -1, 64)`. lookout does the
+//! same by default and answers OpenMetrics (through prometheus-client's encoder) when the scrape's
+//! `Accept` header asks for it.
+
+pub mod process;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::exemplar::Exemplar;
+use prometheus_client::registry::Registry;
+
+use crate::probe::report::{Kind, Report, Sample};
+
+/// Content type of the Prometheus text format 0.0.4.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of OpenMetrics 1.0.0 text.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// An exposition format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4 (the default, as blackbox).
+    Text,
+    /// OpenMetrics 1.0.0 text.
+    OpenMetrics,
+}
+
+impl Format {
+    /// Picks the format from an `Accept` header: OpenMetrics only when the client lists it.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+
+    /// The `Content-Type` header value for this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
+
+/// One sample with the labels it is exposed under (the report's own plus any prefix labels).
+struct Series<'a> {
+    sample: &'a Sample,
+    labels: Vec<(&'a str, &'a str)>,
+}
+
+/// Samples of several reports grouped by family name, each family's series sorted as Go's
+/// registry sorts them (by label values, labels ordered by name).
+fn group<'a>(
+    parts: &'a [(&'a [(String, String)], &'a Report)],
+) -> BTreeMap<&'static str, Vec<Series<'a>>> {
+    let mut families: BTreeMap<&'static str, Vec<Series<'a>>> = BTreeMap::new();
+    for (prefix, report) in parts {
+        for sample in report.samples() {
+            let mut labels: Vec<(&str, &str)> = prefix
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            labels.extend(sample.labels.iter().map(|(k, v)| (*k, v.as_str())));
+            labels.sort_by(|a, b| a.0.cmp(b.0));
+            families
+                .entry(sample.family.name)
+                .or_default()
+                .push(Series { sample, labels });
+        }
+    }
+    for series in families.values_mut() {
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    }
+    families
+}
+
+/// Encodes reports in `format`. Each report may carry prefix labels (the scheduler's `target`,
+/// `module` and user labels); `/probe` passes none.
+pub fn encode(format: Format, parts: &[(&[(String, String)], &Report)]) -> String {
+    match format {
+        Format::Text => encode_text(parts),
+        Format::OpenMetrics => encode_openmetrics(parts),
+    }
+}
+
+/// Text format 0.0.4.
+pub fn encode_text(parts: &[(&[(String, String)], &Report)]) -> String {
+    let mut out = String::with_capacity(2048);
+    for (name, series) in group(parts) {
+        let family = series[0].sample.family;
+        out.push_str("# HELP ");
+        out.push_str(name);
+        out.push(' ');
+        escape_help(&mut out, family.help);
+        out.push_str("\n# TYPE ");
+        out.push_str(name);
+        out.push_str(match family.kind {
+            Kind::Gauge => " gauge\n",
+            Kind::Counter => " counter\n",
+        });
+        for s in &series {
+            out.push_str(name);
+            if !s.labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in s.labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(k);
+                    out.push_str("=\"");
+                    escape_label_value(&mut out, v);
+                    out.push('"');
+                }
+                out.push('}');
+            }
+            out.push(' ');
+            push_go_float(&mut out, s.sample.value);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn escape_help(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_label_value(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends `v` as Go's `strconv.FormatFloat(v, 'g', -1, 64)` prints it (see `go_float`).
+pub fn push_go_float(out: &mut String, v: f64) {
+    out.push_str(&go_float(v));
+}
+
+/// Formats `v` exactly as Go's `strconv.FormatFloat(v, 'g', -1, 64)`, which Prometheus' text
+/// encoder uses: the shortest digits that round-trip, in exponent form (`1.7006592e+09`) when the
+/// decimal exponent of the first digit is below -4 or at least 6, else in plain decimal form.
+pub fn go_float(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".to_owned();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".to_owned()
+        } else {
+            "-Inf".to_owned()
+        };
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() {
+            "-0".to_owned()
+        } else {
+            "0".to_owned()
+        };
+    }
+    // Rust's `{:e}` prints the shortest round-trip digits: "1.7006592e9", "-5e-7".
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let negative = mantissa.starts_with('-');
+    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
+    let mut out = String::with_capacity(24);
+    if negative {
+        out.push('-');
+    }
+    if !(-4..6).contains(&exp) {
+        // %e form: d[.ddd]e±XX with at least two exponent digits.
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    } else if exp < 0 {
+        out.push_str("0.");
+        for _ in 0..(-exp - 1) {
+            out.push('0');
+        }
+        out.push_str(&digits);
+    } else {
+        let int_len = exp as usize + 1;
+        if digits.len() <= int_len {
+            out.push_str(&digits);
+            for _ in digits.len()..int_len {
+                out.push('0');
+            }
+        } else {
+            out.push_str(&digits[..int_len]);
+            out.push('.');
+            out.push_str(&digits[int_len..]);
+        }
+    }
+    out
+}
+
+/// OpenMetrics text through prometheus-client: the reports become one `Collector`.
+pub fn encode_openmetrics(parts: &[(&[(String, String)], &Report)]) -> String {
+    #[derive(Debug)]
+    struct Reports(Vec<(Vec<(String, String)>, Report)>);
+    impl Collector for Reports {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let parts: Vec<(&[(String, String)], &Report)> =
+                self.0.iter().map(|(p, r)| (p.as_slice(), r)).collect();
+            for (name, series) in group(&parts) {
+                let family = series[0].sample.family;
+                let (name, metric_type) = match family.kind {
+                    Kind::Gauge => (name, MetricType::Gauge),
+                    Kind::Counter => (
+                        name.strip_suffix("_total").unwrap_or(name),
+                        MetricType::Counter,
+                    ),
+                };
+                let mut metric = encoder.encode_descriptor(name, family.help, None, metric_type)?;
+                for s in &series {
+                    let labels: Vec<(&str, &str)> = s.labels.clone();
+                    let mut m = metric.encode_family(&labels)?;
+                    match family.kind {
+                        Kind::Gauge => m.encode_gauge(&s.sample.value)?,
+                        Kind::Counter => m.encode_counter::<NoLabelSet, f64, f64>(
+                            &s.sample.value,
+                            None::<&Exemplar<NoLabelSet, f64>>,
+                        )?,
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Reports(
+        parts
+            .iter()
+            .map(|(p, r)| (p.to_vec(), (*r).clone()))
+            .collect(),
+    )));
+    let mut out = String::with_capacity(2048);
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::report::Family;
+
+    #[test]
+    fn floats_print_as_go_does() {
+        let cases: &[(f64, &str)] = &[
+            (0.0, "0"),
+            (1.0, "1"),
+            (200.0, "200"),
+            (-1.0, "-1"),
+            (0.5, "0.5"),
+            (0.001234, "0.001234"),
+            (0.00001234, "1.234e-05"),
+            (123456.0, "123456"),
+            (1234567.0, "1.234567e+06"),
+            (1700659200.0, "1.7006592e+09"),
+            (-62135596800.0, "-6.21355968e+10"),
+            (4294967295.0, "4.294967295e+09"),
+            (1.1, "1.1"),
+            (6.0, "6"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(go_float(*v), *want, "formatting {v}");
+        }
+    }
+
+    static A: Family = Family::gauge("probe_b", "Help with \\ and\nnewline");
+    static B: Family = Family::gauge("probe_a", "Phase");
+
+    #[test]
+    fn text_is_sorted_and_escaped() {
+        let mut r = Report::new();
+        r.set(&A, 1.0);
+        r.set_labeled(&B, &[("phase", "tls")], 0.25);
+        r.set_labeled(&B, &[("phase", "connect")], 0.5);
+        let text = encode_text(&[(&[], &r)]);
+        assert_eq!(
+            text,
+            "# HELP probe_a Phase\n# TYPE probe_a gauge\nprobe_a{phase=\"connect\"} 0.5\nprobe_a{phase=\"tls\"} 0.25\n\
+             # HELP probe_b Help with \\\\ and\\nnewline\n# TYPE probe_b gauge\nprobe_b 1\n"
+        );
+    }
+
+    #[test]
+    fn openmetrics_ends_with_eof() {
+        let mut r = Report::new();
+        r.set(&A, 1.0);
+        let text = encode_openmetrics(&[(&[], &r)]);
+        assert!(text.contains("# TYPE probe_b gauge\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

@@ -1,0 +1,173 @@
+//! Probing: one module per protocol behind the `Prober` trait, and `run`, the one entry point
+//! that both `/probe` and (later) the scheduler call.
+
+pub mod dns;
+pub mod grpc;
+pub mod http;
+pub mod icmp;
+pub mod prober;
+pub mod report;
+pub mod resolve;
+pub mod tcp;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{Instrument, debug};
+
+use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
+use crate::probe::report::{Family, Report};
+use crate::probe::resolve::Resolver;
+
+/// `probe_success`.
+pub static PROBE_SUCCESS: Family = Family::gauge(
+    "probe_success",
+    "Displays whether or not the probe was a success",
+);
+/// `probe_duration_seconds`.
+pub static PROBE_DURATION_SECONDS: Family = Family::gauge(
+    "probe_duration_seconds",
+    "Returns how long the probe took to complete in seconds",
+);
+
+/// A module's validated probe settings: one variant per `prober:` value.
+#[derive(Debug, Clone)]
+pub enum ProbeSpec {
+    /// `prober: http`.
+    Http(http::Spec),
+    /// `prober: tcp`.
+    Tcp(tcp::Spec),
+    /// `prober: dns`.
+    Dns(dns::Spec),
+    /// `prober: icmp`.
+    Icmp(icmp::Spec),
+    /// `prober: grpc`.
+    Grpc(grpc::Spec),
+}
+
+impl ProbeSpec {
+    /// The `prober:` name.
+    pub fn prober_name(&self) -> &'static str {
+        match self {
+            ProbeSpec::Http(_) => "http",
+            ProbeSpec::Tcp(_) => "tcp",
+            ProbeSpec::Dns(_) => "dns",
+            ProbeSpec::Icmp(_) => "icmp",
+            ProbeSpec::Grpc(_) => "grpc",
+        }
+    }
+
+    async fn probe(
+        &self,
+        req: &ProbeRequest,
+        cx: &mut ProbeContext<'_>,
+    ) -> Result<(), ProbeFailure> {
+        match self {
+            ProbeSpec::Http(s) => s.probe(req, cx).await,
+            ProbeSpec::Tcp(s) => s.probe(req, cx).await,
+            ProbeSpec::Dns(s) => s.probe(req, cx).await,
+            ProbeSpec::Icmp(s) => s.probe(req, cx).await,
+            ProbeSpec::Grpc(s) => s.probe(req, cx).await,
+        }
+    }
+}
+
+/// The result of one probe, as plain data.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The samples, including `probe_success` and `probe_duration_seconds`.
+    pub report: Report,
+    /// Why it failed; `None` on success.
+    pub failure: Option<ProbeFailure>,
+    /// How long it took.
+    pub duration: Duration,
+    /// The probe's captured log lines.
+    pub logs: Vec<String>,
+}
+
+impl Outcome {
+    /// Whether the probe succeeded.
+    pub fn success(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Runs one probe of `spec` against `req`, ending by `deadline`, in its own task (a panic becomes
+/// a failed probe, not a dead process). Never fails: a failure is data in the `Outcome`.
+pub async fn run(
+    spec: Arc<ProbeSpec>,
+    module: &str,
+    req: ProbeRequest,
+    deadline: Instant,
+    resolver: Resolver,
+) -> Outcome {
+    let span = tracing::debug_span!("probe", module = module, target = %req.target, prober = spec.prober_name());
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let task = tokio::spawn(
+        async move {
+            crate::logging::capture(async move {
+                debug!(timeout_seconds = timeout.as_secs_f64(), "Beginning probe");
+                let start = Instant::now();
+                let mut report = Report::new();
+                report.declare(&PROBE_SUCCESS);
+                report.declare(&PROBE_DURATION_SECONDS);
+                let result = {
+                    let mut cx = ProbeContext {
+                        deadline,
+                        resolver: &resolver,
+                        report: &mut report,
+                    };
+                    tokio::time::timeout_at(deadline, spec.probe(&req, &mut cx)).await
+                };
+                let failure = match result {
+                    Ok(Ok(())) => None,
+                    Ok(Err(f)) => Some(f),
+                    Err(_) => Some(ProbeFailure::new(
+                        FailureKind::Timeout,
+                        format!("probe timed out after {:.3}s", timeout.as_secs_f64()),
+                    )),
+                };
+                let duration = start.elapsed();
+                report.set(&PROBE_DURATION_SECONDS, duration.as_secs_f64());
+                report.set(&PROBE_SUCCESS, if failure.is_none() { 1.0 } else { 0.0 });
+                match &failure {
+                    None => debug!(duration_seconds = duration.as_secs_f64(), "Probe succeeded"),
+                    Some(f) => debug!(
+                        reason = f.kind.as_str(),
+                        err = %f.message,
+                        duration_seconds = duration.as_secs_f64(),
+                        "Probe failed"
+                    ),
+                }
+                (report, failure, duration)
+            })
+            .await
+        }
+        .instrument(span),
+    );
+    match task.await {
+        Ok(((report, failure, duration), logs)) => Outcome {
+            report,
+            failure,
+            duration,
+            logs,
+        },
+        Err(e) => {
+            tracing::error!(module = module, err = %e, "probe panicked");
+            let mut report = Report::new();
+            report.set(&PROBE_SUCCESS, 0.0);
+            report.set(&PROBE_DURATION_SECONDS, 0.0);
+            Outcome {
+                report,
+                failure: Some(ProbeFailure::new(
+                    FailureKind::Internal,
+                    format!("probe panicked: {e}"),
+                )),
+                duration: Duration::ZERO,
+                logs: vec![],
+            }
+        }
+    }
+}

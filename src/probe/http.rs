@@ -1,0 +1,865 @@
+//! `prober: http`: blackbox's HTTP prober — section, validated spec and probe.
+
+mod body;
+mod client;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method};
+use serde::{Deserialize, Serialize};
+
+use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
+use crate::probe::report::Family;
+use crate::probe::resolve::{IpPreference, IpProtocol};
+use crate::probe::tls;
+use crate::secret::Secret;
+use crate::values::{Regex, Size};
+
+/// `probe_http_duration_seconds{phase}`.
+pub static PROBE_HTTP_DURATION_SECONDS: Family = Family::gauge(
+    "probe_http_duration_seconds",
+    "Duration of http request by phase, summed over all redirects",
+);
+/// `probe_http_content_length`.
+pub static PROBE_HTTP_CONTENT_LENGTH: Family = Family::gauge(
+    "probe_http_content_length",
+    "Length of http content response",
+);
+/// `probe_http_uncompressed_body_length`.
+pub static PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH: Family = Family::gauge(
+    "probe_http_uncompressed_body_length",
+    "Length of uncompressed response body",
+);
+/// `probe_http_redirects`.
+pub static PROBE_HTTP_REDIRECTS: Family =
+    Family::gauge("probe_http_redirects", "The number of redirects");
+/// `probe_http_ssl`.
+pub static PROBE_HTTP_SSL: Family = Family::gauge(
+    "probe_http_ssl",
+    "Indicates if SSL was used for the final redirect",
+);
+/// `probe_http_status_code`.
+pub static PROBE_HTTP_STATUS_CODE: Family =
+    Family::gauge("probe_http_status_code", "Response HTTP status code");
+/// `probe_http_version`.
+pub static PROBE_HTTP_VERSION: Family = Family::gauge(
+    "probe_http_version",
+    "Returns the version of HTTP of the probe response",
+);
+/// `probe_failed_due_to_regex` (shared with the TCP prober).
+pub static PROBE_FAILED_DUE_TO_REGEX: Family = Family::gauge(
+    "probe_failed_due_to_regex",
+    "Indicates if probe failed due to regex",
+);
+/// `probe_http_last_modified_timestamp_seconds`.
+pub static PROBE_HTTP_LAST_MODIFIED_TIMESTAMP_SECONDS: Family = Family::gauge(
+    "probe_http_last_modified_timestamp_seconds",
+    "Returns the Last-Modified HTTP response header in unixtime",
+);
+
+/// The body bytes kept in memory for regex matching when `body_size_limit` is not set. blackbox
+/// buffers whole bodies without a bound; lookout fails such a probe instead (documented in the
+/// README). Bodies are otherwise streamed and only counted.
+pub const DEFAULT_MATCH_LIMIT: u64 = 16 << 20;
+
+/// blackbox's redirect limit: the probe stops at the 11th redirect.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// An accepted status code: an integer as blackbox writes it, or (a lookout extension) a class
+/// such as `2xx` or a range `200-399`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StatusCode {
+    /// One code.
+    Code(u16),
+    /// `2xx` or `200-299`.
+    Pattern(String),
+}
+
+/// One `fail_if_header_matches` / `fail_if_header_not_matches` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// The header name (case-insensitive).
+    pub header: String,
+    /// The expression matched against each value.
+    pub regexp: Regex,
+    /// Whether a missing header is acceptable.
+    #[serde(default)]
+    pub allow_missing: bool,
+}
+
+/// `basic_auth`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    #[serde(default)]
+    pub username: String,
+    /// File holding the user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_file: Option<PathBuf>,
+    /// Password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    /// File holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `authorization`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    /// The scheme (default `Bearer`).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Secret>,
+    /// File holding the credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// `oauth2` (parsed so files load; probes using it fail as unsupported for now).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2 {
+    /// Client id.
+    #[serde(default)]
+    pub client_id: String,
+    /// Client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    /// File holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// Scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Token URL.
+    #[serde(default)]
+    pub token_url: String,
+    /// Extra parameters for the token request.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoint_params: BTreeMap<String, String>,
+    /// TLS for the token request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<tls::Section>,
+    /// Proxy for the token request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
+}
+
+/// `http_headers` (blackbox 0.25+): values, secrets and files per header.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderValues {
+    /// Plain values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    /// Secret values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<Secret>,
+    /// Files whose content is a value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<PathBuf>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The `http:` section of a module, as written (every field blackbox 0.23–0.28 documents).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// Accepted status codes; 2xx when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub valid_status_codes: Vec<StatusCode>,
+    /// Accepted HTTP versions (`HTTP/1.1`, `HTTP/2.0`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub valid_http_versions: Vec<String>,
+    /// The method (GET).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Request headers; `Host` overrides the Host header.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Request headers with secret or file values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub http_headers: BTreeMap<String, HeaderValues>,
+    /// The most decompressed body bytes read; 0 means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_size_limit: Option<Size>,
+    /// Decompress the body with gzip, br, deflate or identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// Follow redirects (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_redirects: Option<bool>,
+    /// Deprecated inverse of `follow_redirects`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_follow_redirects: Option<bool>,
+    /// Fail when the final response came over TLS.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fail_if_ssl: bool,
+    /// Fail when the final response did not come over TLS.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fail_if_not_ssl: bool,
+    /// CEL expression on a JSON body (blackbox 0.27+; not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_if_body_json_matches_cel: Option<String>,
+    /// CEL expression on a JSON body (blackbox 0.27+; not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_if_body_json_not_matches_cel: Option<String>,
+    /// Fail when the body matches any of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_body_matches_regexp: Vec<Regex>,
+    /// Fail when the body does not match each of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_body_not_matches_regexp: Vec<Regex>,
+    /// Fail when a header value matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_header_matches: Vec<HeaderMatch>,
+    /// Fail when no value of a header matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_if_header_not_matches: Vec<HeaderMatch>,
+    /// TLS settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<tls::Section>,
+    /// Basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// Authorization header credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Authorization>,
+    /// Bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<Secret>,
+    /// File holding the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// HTTP proxy for the probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
+    /// Hosts (comma separated names, domains, IPs or CIDRs) reached without the proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_proxy: Option<String>,
+    /// Take the proxy from HTTP_PROXY / HTTPS_PROXY / NO_PROXY.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub proxy_from_environment: bool,
+    /// Headers sent to the proxy on CONNECT.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub proxy_connect_header: BTreeMap<String, Vec<Secret>>,
+    /// With a proxy, do not resolve the target (the proxy does).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skip_resolve_phase_with_proxy: bool,
+    /// OAuth 2.0 client credentials (not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2>,
+    /// Offer HTTP/2 over TLS (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_http2: Option<bool>,
+    /// HTTP/3 (blackbox 0.28+; not supported).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub enable_http3: bool,
+    /// ip4 or ip6 (default ip6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_ip_protocol: Option<IpProtocol>,
+    /// Whether the other protocol may be used (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_protocol_fallback: Option<bool>,
+    /// The request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// A file whose content is the request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_file: Option<PathBuf>,
+}
+
+/// A decompression algorithm for `compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip.
+    Gzip,
+    /// Brotli.
+    Br,
+    /// Raw deflate (as Go's `compress/flate`; zlib-wrapped bodies fail, as in blackbox).
+    Deflate,
+    /// No decompression.
+    Identity,
+}
+
+/// A validated `fail_if_header_*` entry.
+#[derive(Debug, Clone)]
+pub struct HeaderMatcher {
+    name: HeaderName,
+    regexp: Regex,
+    allow_missing: bool,
+}
+
+/// A proxy to send requests through.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    url: url::Url,
+    connect_headers: Vec<(HeaderName, HeaderValue)>,
+    no_proxy: Vec<String>,
+}
+
+/// The validated HTTP module: everything a probe reads, prepared at load.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    valid_status: Vec<(u16, u16)>,
+    valid_http_versions: Vec<String>,
+    method: Method,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    host_header: Option<String>,
+    authorization: Option<HeaderValue>,
+    body: Option<Bytes>,
+    compression: Option<Compression>,
+    body_size_limit: Option<u64>,
+    follow_redirects: bool,
+    fail_if_ssl: bool,
+    fail_if_not_ssl: bool,
+    body_matches: Vec<Regex>,
+    body_not_matches: Vec<Regex>,
+    header_matches: Vec<HeaderMatcher>,
+    header_not_matches: Vec<HeaderMatcher>,
+    tls: tls::Spec,
+    proxy: Option<Proxy>,
+    /// `proxy_from_environment`: (http, https) proxies read from the environment at load.
+    env_proxies: (Option<Proxy>, Option<Proxy>),
+    skip_resolve_phase_with_proxy: bool,
+    enable_http2: bool,
+    ip: IpPreference,
+    unsupported: Option<String>,
+}
+
+/// Reads HTTP_PROXY / HTTPS_PROXY / NO_PROXY (either case), as Go's `ProxyFromEnvironment`.
+fn env_proxies() -> Result<(Option<Proxy>, Option<Proxy>), FieldError> {
+    let var = |names: [&str; 2]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok())
+            .filter(|v| !v.is_empty())
+    };
+    let no_proxy: Vec<String> = var(["NO_PROXY", "no_proxy"])
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let make = |v: Option<String>| -> Result<Option<Proxy>, FieldError> {
+        let Some(v) = v else { return Ok(None) };
+        let v = if v.contains("://") {
+            v
+        } else {
+            format!("http://{v}")
+        };
+        let url = url::Url::parse(&v).map_err(|e| {
+            (
+                "proxy_from_environment".to_owned(),
+                format!("invalid proxy URL {v:?} in environment: {e}"),
+            )
+        })?;
+        Ok(Some(Proxy {
+            url,
+            connect_headers: Vec::new(),
+            no_proxy: no_proxy.clone(),
+        }))
+    };
+    Ok((
+        make(var(["HTTP_PROXY", "http_proxy"]))?,
+        make(var(["HTTPS_PROXY", "https_proxy"]))?,
+    ))
+}
+
+/// A validation error: the field (relative to the `http:` section) and the message.
+pub type FieldError = (String, String);
+
+fn read_trimmed(base: &Path, path: &Path, field: &str) -> Result<String, FieldError> {
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    std::fs::read_to_string(&full)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| {
+            (
+                field.to_owned(),
+                format!("cannot read {}: {e}", full.display()),
+            )
+        })
+}
+
+fn parse_status(s: &StatusCode) -> Result<(u16, u16), String> {
+    match s {
+        StatusCode::Code(c) => Ok((*c, *c)),
+        StatusCode::Pattern(p) => {
+            let p = p.trim();
+            if p.len() == 3 && p.ends_with("xx") {
+                let d = p[..1]
+                    .parse::<u16>()
+                    .map_err(|_| format!("invalid status code pattern {p:?}"))?;
+                if (1..=5).contains(&d) {
+                    return Ok((d * 100, d * 100 + 99));
+                }
+            }
+            if let Some((a, b)) = p.split_once('-') {
+                let a: u16 = a
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid status code range {p:?}"))?;
+                let b: u16 = b
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("invalid status code range {p:?}"))?;
+                if a <= b {
+                    return Ok((a, b));
+                }
+            }
+            p.parse::<u16>().map(|c| (c, c)).map_err(|_| {
+                format!("invalid status code {p:?}: expected a number, a class such as 2xx or a range such as 200-399")
+            })
+        }
+    }
+}
+
+/// blackbox's check that `Accept-Encoding` allows the configured compression.
+fn accept_encoding_allows(compression: &str, accept: &str) -> bool {
+    if compression.is_empty() || accept.is_empty() {
+        return true;
+    }
+    let mut entries: Vec<(String, f32)> = Vec::new();
+    for part in accept.split(',') {
+        match part.rsplit_once(';') {
+            None => entries.push((part.trim().to_owned(), 1.0)),
+            Some((enc, q)) => {
+                let q = q.trim().trim_start_matches("q=");
+                let q: f32 = q.parse().unwrap_or(0.0);
+                entries.push((enc.trim().to_owned(), q));
+            }
+        }
+    }
+    // Highest quality first; the first entry naming the encoding (or `*`) decides.
+    entries.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+    entries
+        .iter()
+        .find(|(enc, _)| enc == compression || enc == "*")
+        .is_some_and(|(_, q)| *q > 0.0)
+}
+
+impl Spec {
+    /// Validates `section`; `base` is the config file's directory for relative file names.
+    pub fn build(section: &Section, base: &Path) -> Result<Spec, FieldError> {
+        let valid_status = section
+            .valid_status_codes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| parse_status(s).map_err(|e| (format!("valid_status_codes[{i}]"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let method = match &section.method {
+            None => Method::GET,
+            Some(m) if m.is_empty() => Method::GET,
+            Some(m) => Method::from_bytes(m.as_bytes())
+                .map_err(|_| ("method".to_owned(), format!("invalid HTTP method {m:?}")))?,
+        };
+        let compression = match section
+            .compression
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("") => None,
+            Some("gzip") => Some(Compression::Gzip),
+            Some("br") => Some(Compression::Br),
+            Some("deflate") => Some(Compression::Deflate),
+            Some("identity") => Some(Compression::Identity),
+            Some(other) => {
+                return Err((
+                    "compression".into(),
+                    format!(
+                        "unsupported compression algorithm {other:?} (use gzip, br, deflate or identity)"
+                    ),
+                ));
+            }
+        };
+        let mut headers = Vec::new();
+        let mut host_header = None;
+        for (k, v) in &section.headers {
+            if k.eq_ignore_ascii_case("host") {
+                host_header = Some(v.clone());
+                continue;
+            }
+            if k.eq_ignore_ascii_case("accept-encoding")
+                && !accept_encoding_allows(section.compression.as_deref().unwrap_or(""), v)
+            {
+                return Err((
+                    format!("headers.{k}"),
+                    format!(
+                        "invalid configuration \"{k}: {v}\", \"compression: {}\": the Accept-Encoding header must allow the configured compression",
+                        section.compression.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| (format!("headers.{k}"), format!("invalid header name {k:?}")))?;
+            let value = HeaderValue::from_str(v).map_err(|_| {
+                (
+                    format!("headers.{k}"),
+                    format!("invalid header value {v:?}"),
+                )
+            })?;
+            headers.push((name, value));
+        }
+        for (k, hv) in &section.http_headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                (
+                    format!("http_headers.{k}"),
+                    format!("invalid header name {k:?}"),
+                )
+            })?;
+            let mut values: Vec<String> = hv.values.clone();
+            values.extend(hv.secrets.iter().map(|s| s.expose().to_owned()));
+            for f in &hv.files {
+                values.push(read_trimmed(base, f, &format!("http_headers.{k}.files"))?);
+            }
+            for v in values {
+                let value = HeaderValue::from_str(&v).map_err(|_| {
+                    (
+                        format!("http_headers.{k}"),
+                        "invalid header value".to_owned(),
+                    )
+                })?;
+                headers.push((name.clone(), value));
+            }
+        }
+
+        let mut auth_kinds = 0;
+        let mut authorization = None;
+        if let Some(b) = &section.basic_auth {
+            auth_kinds += 1;
+            let user = match &b.username_file {
+                Some(f) => read_trimmed(base, f, "basic_auth.username_file")?,
+                None => b.username.clone(),
+            };
+            let password = match (&b.password, &b.password_file) {
+                (Some(_), Some(_)) => {
+                    return Err((
+                        "basic_auth".into(),
+                        "at most one of basic_auth password & password_file must be configured"
+                            .into(),
+                    ));
+                }
+                (Some(p), None) => p.expose().to_owned(),
+                (None, Some(f)) => read_trimmed(base, f, "basic_auth.password_file")?,
+                (None, None) => String::new(),
+            };
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            authorization = Some(format!("Basic {token}"));
+        }
+        let bearer = match (&section.bearer_token, &section.bearer_token_file) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    "bearer_token".into(),
+                    "at most one of bearer_token & bearer_token_file must be configured".into(),
+                ));
+            }
+            (Some(t), None) => Some(t.expose().to_owned()),
+            (None, Some(f)) => Some(read_trimmed(base, f, "bearer_token_file")?),
+            (None, None) => None,
+        };
+        if let Some(t) = bearer {
+            auth_kinds += 1;
+            authorization = Some(format!("Bearer {t}"));
+        }
+        if let Some(a) = &section.authorization {
+            auth_kinds += 1;
+            let kind = a.kind.clone().unwrap_or_else(|| "Bearer".into());
+            if kind.eq_ignore_ascii_case("basic") {
+                return Err((
+                    "authorization.type".into(),
+                    "authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
+                        .into(),
+                ));
+            }
+            let creds = match (&a.credentials, &a.credentials_file) {
+                (Some(_), Some(_)) => {
+                    return Err((
+                        "authorization".into(),
+                        "at most one of authorization credentials & credentials_file must be configured".into(),
+                    ));
+                }
+                (Some(c), None) => c.expose().to_owned(),
+                (None, Some(f)) => read_trimmed(base, f, "authorization.credentials_file")?,
+                (None, None) => String::new(),
+            };
+            authorization = Some(format!("{kind} {creds}"));
+        }
+        if section.oauth2.is_some() {
+            auth_kinds += 1;
+        }
+        if auth_kinds > 1 {
+            return Err((
+                "basic_auth".into(),
+                "at most one of basic_auth, oauth2, bearer_token & bearer_token_file, authorization must be configured"
+                    .into(),
+            ));
+        }
+        let authorization = authorization
+            .map(|a| {
+                HeaderValue::from_str(&a)
+                    .map_err(|_| ("basic_auth".to_owned(), "invalid credentials".to_owned()))
+            })
+            .transpose()?
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+
+        let body = match (&section.body, &section.body_file) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    "body".into(),
+                    "at most one of body and body_file must be configured".into(),
+                ));
+            }
+            (Some(b), None) if !b.is_empty() => Some(Bytes::from(b.clone())),
+            (None, Some(f)) => {
+                let full = if f.is_absolute() {
+                    f.clone()
+                } else {
+                    base.join(f)
+                };
+                Some(Bytes::from(std::fs::read(&full).map_err(|e| {
+                    (
+                        "body_file".to_owned(),
+                        format!("cannot read {}: {e}", full.display()),
+                    )
+                })?))
+            }
+            _ => None,
+        };
+
+        let mut header_matches = Vec::new();
+        let mut header_not_matches = Vec::new();
+        for (field, list, out) in [
+            (
+                "fail_if_header_matches",
+                &section.fail_if_header_matches,
+                &mut header_matches,
+            ),
+            (
+                "fail_if_header_not_matches",
+                &section.fail_if_header_not_matches,
+                &mut header_not_matches,
+            ),
+        ] {
+            for (i, m) in list.iter().enumerate() {
+                if m.header.is_empty() {
+                    return Err((
+                        format!("{field}[{i}].header"),
+                        "header name must be set for HTTP header matchers".into(),
+                    ));
+                }
+                if m.regexp.as_str().is_empty() {
+                    return Err((
+                        format!("{field}[{i}].regexp"),
+                        "regexp must be set for HTTP header matchers".into(),
+                    ));
+                }
+                let name = HeaderName::from_bytes(m.header.as_bytes()).map_err(|_| {
+                    (
+                        format!("{field}[{i}].header"),
+                        format!("invalid header name {:?}", m.header),
+                    )
+                })?;
+                out.push(HeaderMatcher {
+                    name,
+                    regexp: m.regexp.clone(),
+                    allow_missing: m.allow_missing,
+                });
+            }
+        }
+
+        let tls = tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
+            .map_err(|e| ("tls_config".to_owned(), e))?;
+
+        let no_proxy: Vec<String> = section
+            .no_proxy
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let proxy = match &section.proxy_url {
+            Some(u) if !u.is_empty() => {
+                if section.proxy_from_environment {
+                    return Err((
+                        "proxy_url".into(),
+                        "if proxy_from_environment is configured, proxy_url must not be configured"
+                            .into(),
+                    ));
+                }
+                let url = url::Url::parse(u)
+                    .map_err(|e| ("proxy_url".to_owned(), format!("invalid URL {u:?}: {e}")))?;
+                if url.scheme() != "http" {
+                    return Err((
+                        "proxy_url".into(),
+                        format!(
+                            "unsupported proxy scheme {:?}: lookout supports http:// proxies",
+                            url.scheme()
+                        ),
+                    ));
+                }
+                let mut connect_headers = Vec::new();
+                for (k, vs) in &section.proxy_connect_header {
+                    let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                        (
+                            format!("proxy_connect_header.{k}"),
+                            "invalid header name".to_owned(),
+                        )
+                    })?;
+                    for v in vs {
+                        let value = HeaderValue::from_str(v.expose()).map_err(|_| {
+                            (
+                                format!("proxy_connect_header.{k}"),
+                                "invalid header value".to_owned(),
+                            )
+                        })?;
+                        connect_headers.push((name.clone(), value));
+                    }
+                }
+                Some(Proxy {
+                    url,
+                    connect_headers,
+                    no_proxy: no_proxy.clone(),
+                })
+            }
+            _ => {
+                if !no_proxy.is_empty() && !section.proxy_from_environment {
+                    return Err((
+                        "no_proxy".into(),
+                        "if no_proxy is configured, proxy_url must also be configured".into(),
+                    ));
+                }
+                None
+            }
+        };
+
+        let mut unsupported = tls.unsupported.clone();
+        if section.oauth2.is_some() {
+            unsupported = Some("oauth2 is not supported by lookout yet".into());
+        }
+        if section.fail_if_body_json_matches_cel.is_some()
+            || section.fail_if_body_json_not_matches_cel.is_some()
+        {
+            unsupported = Some(
+                "CEL body matching (fail_if_body_json_*_cel) is not supported by lookout yet"
+                    .into(),
+            );
+        }
+        if section.enable_http3 {
+            unsupported = Some("enable_http3 is not supported by lookout".into());
+        }
+
+        let follow_redirects = match (section.follow_redirects, section.no_follow_redirects) {
+            (Some(f), _) => f,
+            (None, Some(n)) => !n,
+            (None, None) => true,
+        };
+        Ok(Spec {
+            valid_status,
+            valid_http_versions: section.valid_http_versions.clone(),
+            method,
+            headers,
+            host_header,
+            authorization,
+            body,
+            compression,
+            body_size_limit: section.body_size_limit.map(|s| s.0).filter(|n| *n > 0),
+            follow_redirects,
+            fail_if_ssl: section.fail_if_ssl,
+            fail_if_not_ssl: section.fail_if_not_ssl,
+            body_matches: section.fail_if_body_matches_regexp.clone(),
+            body_not_matches: section.fail_if_body_not_matches_regexp.clone(),
+            header_matches,
+            header_not_matches,
+            tls,
+            proxy,
+            env_proxies: if section.proxy_from_environment {
+                env_proxies()?
+            } else {
+                (None, None)
+            },
+            skip_resolve_phase_with_proxy: section.skip_resolve_phase_with_proxy,
+            enable_http2: section.enable_http2.unwrap_or(true),
+            ip: IpPreference {
+                preferred: section.preferred_ip_protocol.unwrap_or_default(),
+                fallback: section.ip_protocol_fallback.unwrap_or(true),
+            },
+            unsupported,
+        })
+    }
+
+    fn status_ok(&self, code: u16) -> bool {
+        if self.valid_status.is_empty() {
+            (200..300).contains(&code)
+        } else {
+            self.valid_status
+                .iter()
+                .any(|(a, b)| (*a..=*b).contains(&code))
+        }
+    }
+}
+
+impl Prober for Spec {
+    async fn probe(
+        &self,
+        req: &ProbeRequest,
+        cx: &mut ProbeContext<'_>,
+    ) -> Result<(), ProbeFailure> {
+        client::probe(self, req, cx).await
+    }
+}
+
+/// Whether a failed header or body expectation is the reason (sets `probe_failed_due_to_regex`).
+fn regex_failure(message: String) -> ProbeFailure {
+    ProbeFailure::new(FailureKind::Assertion, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_patterns() {
+        assert_eq!(parse_status(&StatusCode::Code(204)).unwrap(), (204, 204));
+        assert_eq!(
+            parse_status(&StatusCode::Pattern("3xx".into())).unwrap(),
+            (300, 399)
+        );
+        assert_eq!(
+            parse_status(&StatusCode::Pattern("200-299".into())).unwrap(),
+            (200, 299)
+        );
+        assert!(parse_status(&StatusCode::Pattern("abc".into())).is_err());
+    }
+
+    #[test]
+    fn accept_encoding_rules_follow_blackbox() {
+        assert!(accept_encoding_allows("gzip", "br, gzip"));
+        assert!(accept_encoding_allows("gzip", "br;q=1.0, gzip;q=0.9"));
+        assert!(!accept_encoding_allows("gzip", "br, identity"));
+        assert!(!accept_encoding_allows("gzip", "gzip;q=0"));
+        assert!(accept_encoding_allows("gzip", "*"));
+    }
+}

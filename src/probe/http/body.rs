@@ -1,0 +1,133 @@
+//! Reading a response body: decompression, `body_size_limit`, the bounded buffer kept for regex
+//! matching, and the byte count blackbox reports as `probe_http_uncompressed_body_length`.
+
+use std::io;
+
+use async_compression::tokio::bufread::{BrotliDecoder, DeflateDecoder, GzipDecoder};
+use futures_util::TryStreamExt;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio_util::io::StreamReader;
+
+use super::{Compression, DEFAULT_MATCH_LIMIT, PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH, Spec};
+use crate::probe::prober::{FailureKind, ProbeFailure};
+use crate::probe::report::Report;
+
+/// What reading the body found.
+pub(super) struct Outcome {
+    /// The regex verdict when matching was asked for and the body could be read.
+    pub matched: Option<Result<(), String>>,
+    /// Why reading failed (size limit, broken stream, bad compression).
+    pub error: Option<ProbeFailure>,
+}
+
+/// Evaluates the body regexes on `body`; `Err` names the expression that failed.
+pub(super) fn match_regexes(spec: &Spec, body: &[u8]) -> Result<(), String> {
+    for re in &spec.body_matches {
+        if re.bytes.is_match(body) {
+            return Err(format!("body matched regular expression {:?}", re.as_str()));
+        }
+    }
+    for re in &spec.body_not_matches {
+        if !re.bytes.is_match(body) {
+            return Err(format!(
+                "body did not match regular expression {:?}",
+                re.as_str()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads the whole body (decompressed when configured), counting bytes into the report as they
+/// arrive so a timeout keeps the count. Memory stays bounded: only the bytes needed for regex
+/// matching are kept, at most `body_size_limit` (or `DEFAULT_MATCH_LIMIT`).
+pub(super) async fn read(
+    spec: &Spec,
+    body: Incoming,
+    match_body: bool,
+    report: &mut Report,
+) -> Outcome {
+    let stream = body.into_data_stream().map_err(io::Error::other);
+    let raw = StreamReader::new(stream);
+    let mut reader: Box<dyn AsyncRead + Send + Unpin> = match spec.compression {
+        None | Some(Compression::Identity) => Box::new(raw),
+        Some(Compression::Gzip) => {
+            let mut d = GzipDecoder::new(BufReader::new(raw));
+            d.multiple_members(true);
+            Box::new(d)
+        }
+        Some(Compression::Deflate) => Box::new(DeflateDecoder::new(BufReader::new(raw))),
+        Some(Compression::Br) => Box::new(BrotliDecoder::new(BufReader::new(raw))),
+    };
+    let limit = spec.body_size_limit;
+    let keep_limit = if match_body {
+        limit.unwrap_or(DEFAULT_MATCH_LIMIT)
+    } else {
+        0
+    };
+    let mut kept: Vec<u8> = Vec::new();
+    let mut count: u64 = 0;
+    let mut too_big_to_match = false;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut error = None;
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                let mut n = n as u64;
+                let mut over_limit = false;
+                if let Some(l) = limit
+                    && count + n > l
+                {
+                    n = l - count;
+                    over_limit = true;
+                }
+                let chunk = &buf[..n as usize];
+                if match_body && !too_big_to_match {
+                    if kept.len() as u64 + n <= keep_limit {
+                        kept.extend_from_slice(chunk);
+                    } else {
+                        too_big_to_match = true;
+                        kept = Vec::new();
+                    }
+                }
+                count += n;
+                report.set(&PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH, count as f64);
+                if over_limit {
+                    error = Some(ProbeFailure::new(
+                        FailureKind::Protocol,
+                        format!(
+                            "response body larger than body_size_limit ({} bytes)",
+                            limit.unwrap_or(0)
+                        ),
+                    ));
+                    break;
+                }
+            }
+            Err(e) => {
+                error = Some(ProbeFailure::new(
+                    FailureKind::Protocol,
+                    format!("failed to read HTTP response body: {e}"),
+                ));
+                break;
+            }
+        }
+    }
+    report.set(&PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH, count as f64);
+    let matched = if !match_body || error.is_some() {
+        None
+    } else if too_big_to_match {
+        error = Some(ProbeFailure::new(
+            FailureKind::Protocol,
+            format!(
+                "response body larger than {keep_limit} bytes cannot be matched against regular expressions; set body_size_limit to allow more"
+            ),
+        ));
+        None
+    } else {
+        Some(match_regexes(spec, &kept))
+    };
+    Outcome { matched, error }
+}

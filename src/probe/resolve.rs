@@ -1,0 +1,275 @@
+//! The only path from a target name to an IP address, with blackbox's protocol preference,
+//! fallback, lookup-time and address-hash metrics.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{LookupIpStrategy, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::probe::prober::{FailureKind, ProbeFailure};
+use crate::probe::report::{Family, Report};
+
+/// `probe_dns_lookup_time_seconds`.
+pub static PROBE_DNS_LOOKUP_TIME_SECONDS: Family = Family::gauge(
+    "probe_dns_lookup_time_seconds",
+    "Returns the time taken for probe dns lookup in seconds",
+);
+/// `probe_ip_protocol`.
+pub static PROBE_IP_PROTOCOL: Family = Family::gauge(
+    "probe_ip_protocol",
+    "Specifies whether probe ip protocol is IP4 or IP6",
+);
+/// `probe_ip_addr_hash`.
+pub static PROBE_IP_ADDR_HASH: Family = Family::gauge(
+    "probe_ip_addr_hash",
+    "Specifies the hash of IP address. It's useful to detect if the IP address changes.",
+);
+
+/// An IP protocol, as `preferred_ip_protocol` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+pub enum IpProtocol {
+    /// IPv4.
+    #[serde(rename = "ip4")]
+    Ip4,
+    /// IPv6 (blackbox's default).
+    #[serde(rename = "ip6")]
+    #[default]
+    Ip6,
+}
+
+/// Which addresses a prober may use: blackbox's `preferred_ip_protocol` and
+/// `ip_protocol_fallback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPreference {
+    /// The protocol tried first.
+    pub preferred: IpProtocol,
+    /// Whether the other protocol may be used when the preferred one has no address.
+    pub fallback: bool,
+}
+
+impl Default for IpPreference {
+    fn default() -> Self {
+        IpPreference {
+            preferred: IpProtocol::Ip6,
+            fallback: true,
+        }
+    }
+}
+
+/// Resolves target names. Answers are not cached between probes, as blackbox (Go's resolver)
+/// does not cache either: every probe measures a real lookup.
+#[derive(Clone)]
+pub struct Resolver {
+    both: Option<TokioResolver>,
+    v4: Option<TokioResolver>,
+    v6: Option<TokioResolver>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("system", &self.both.is_some())
+            .finish()
+    }
+}
+
+fn build(strategy: LookupIpStrategy) -> Option<TokioResolver> {
+    let mut builder = match TokioResolver::builder_tokio() {
+        Ok(b) => b,
+        Err(e) => {
+            // Without /etc/resolv.conf only the hosts file and IP literals resolve; never fall
+            // back to a public resolver.
+            tracing::warn!(err = %e, "cannot read the system resolver configuration; only /etc/hosts names will resolve");
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, vec![], vec![]),
+                TokioRuntimeProvider::default(),
+            )
+        }
+    };
+    let opts = builder.options_mut();
+    opts.ip_strategy = strategy;
+    opts.cache_size = 0;
+    opts.use_hosts_file = ResolveHosts::Always;
+    match builder.build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::error!(err = %e, "cannot build the DNS resolver; only IP targets will resolve");
+            None
+        }
+    }
+}
+
+/// FNV-1a (32 bit) over the address bytes (4 for IPv4, 16 for IPv6): blackbox's `ipHash`, so the
+/// values equal blackbox's.
+pub fn ip_hash(ip: IpAddr) -> f64 {
+    let bytes: Vec<u8> = match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.octets().to_vec(),
+            None => v6.octets().to_vec(),
+        },
+    };
+    let mut h: u32 = 0x811c9dc5;
+    for b in bytes {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x01000193);
+    }
+    f64::from(h)
+}
+
+fn protocol_of(ip: IpAddr) -> IpProtocol {
+    match ip {
+        IpAddr::V4(_) => IpProtocol::Ip4,
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => IpProtocol::Ip4,
+        IpAddr::V6(_) => IpProtocol::Ip6,
+    }
+}
+
+impl Resolver {
+    /// A resolver on the system configuration (`/etc/resolv.conf`, `/etc/hosts`).
+    pub fn system() -> Resolver {
+        Resolver {
+            both: build(LookupIpStrategy::Ipv4AndIpv6),
+            v4: build(LookupIpStrategy::Ipv4Only),
+            v6: build(LookupIpStrategy::Ipv6Only),
+        }
+    }
+
+    /// Resolves `host` the way blackbox's `chooseProtocol` does and records
+    /// `probe_ip_protocol`, `probe_ip_addr_hash` and `probe_dns_lookup_time_seconds`. Returns the
+    /// address and the lookup time (zero on failure, as blackbox reports it to the HTTP phases).
+    pub async fn resolve(
+        &self,
+        host: &str,
+        pref: IpPreference,
+        report: &mut Report,
+    ) -> Result<(IpAddr, Duration), ProbeFailure> {
+        report.declare(&PROBE_IP_PROTOCOL);
+        report.declare(&PROBE_DNS_LOOKUP_TIME_SECONDS);
+        report.declare(&PROBE_IP_ADDR_HASH);
+        debug!(target_host = host, ip_protocol = ?pref.preferred, "Resolving target address");
+        let start = Instant::now();
+        let result = self.lookup_all(host, pref).await;
+        let elapsed = start.elapsed();
+        report.add(&PROBE_DNS_LOOKUP_TIME_SECONDS, &[], elapsed.as_secs_f64());
+        let ips = match result {
+            Ok(ips) => ips,
+            Err(e) => {
+                return Err(ProbeFailure::new(
+                    FailureKind::Resolve,
+                    format!("resolving {host}: {e}"),
+                ));
+            }
+        };
+        let chosen = ips
+            .iter()
+            .copied()
+            .find(|ip| protocol_of(*ip) == pref.preferred)
+            .or_else(|| {
+                if pref.fallback {
+                    ips.first().copied()
+                } else {
+                    None
+                }
+            });
+        match chosen {
+            Some(ip) => {
+                let proto = protocol_of(ip);
+                report.set(
+                    &PROBE_IP_PROTOCOL,
+                    if proto == IpProtocol::Ip4 { 4.0 } else { 6.0 },
+                );
+                report.set(&PROBE_IP_ADDR_HASH, ip_hash(ip));
+                debug!(ip = %ip, "Resolved target address");
+                Ok((ip, elapsed))
+            }
+            None => Err(ProbeFailure::new(
+                FailureKind::Resolve,
+                format!(
+                    "resolving {host}: no {:?} address and ip_protocol_fallback is off",
+                    pref.preferred
+                ),
+            )),
+        }
+    }
+
+    /// Resolves `host` with the same preference rules but records nothing: for redirect hops and
+    /// proxies, which blackbox resolves inside its HTTP transport.
+    pub async fn lookup(
+        &self,
+        host: &str,
+        pref: IpPreference,
+    ) -> Result<(IpAddr, Duration), ProbeFailure> {
+        let start = Instant::now();
+        let ips = self.lookup_all(host, pref).await.map_err(|e| {
+            ProbeFailure::new(FailureKind::Resolve, format!("resolving {host}: {e}"))
+        })?;
+        ips.iter()
+            .copied()
+            .find(|ip| protocol_of(*ip) == pref.preferred)
+            .or_else(|| {
+                if pref.fallback {
+                    ips.first().copied()
+                } else {
+                    None
+                }
+            })
+            .map(|ip| (ip, start.elapsed()))
+            .ok_or_else(|| {
+                ProbeFailure::new(
+                    FailureKind::Resolve,
+                    format!("resolving {host}: no usable address"),
+                )
+            })
+    }
+
+    async fn lookup_all(&self, host: &str, pref: IpPreference) -> Result<Vec<IpAddr>, String> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        if host.is_empty() {
+            return Err("empty host name".to_owned());
+        }
+        let resolver = match (pref.fallback, pref.preferred) {
+            (true, _) => &self.both,
+            (false, IpProtocol::Ip4) => &self.v4,
+            (false, IpProtocol::Ip6) => &self.v6,
+        };
+        let Some(resolver) = resolver else {
+            return Err("no DNS resolver is available".to_owned());
+        };
+        match resolver.lookup_ip(host).await {
+            Ok(lookup) => {
+                let ips: Vec<IpAddr> = lookup.iter().collect();
+                if ips.is_empty() {
+                    Err("no addresses".to_owned())
+                } else {
+                    Ok(ips)
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_hash_is_fnv1a_over_the_address_bytes() {
+        // Values of Go's hash/fnv New32a over To4() / To16(), as blackbox computes them.
+        assert_eq!(ip_hash("127.0.0.1".parse().unwrap()), 3_668_918_509.0);
+        assert_eq!(ip_hash("::1".parse().unwrap()), 1_751_717_746.0);
+        assert_eq!(
+            ip_hash("::ffff:127.0.0.1".parse().unwrap()),
+            3_668_918_509.0
+        );
+    }
+}

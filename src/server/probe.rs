@@ -1,0 +1,216 @@
+//! `GET /probe`: blackbox's probe endpoint, with its statuses and messages for bad requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
+
+use super::State as AppState;
+use crate::config::Module;
+use crate::metrics::{self, Format};
+use crate::probe::prober::ProbeRequest;
+use crate::probe::{self as probe_mod, ProbeSpec};
+
+/// Why a `/probe` request is refused, each with blackbox's status and text.
+#[derive(Debug)]
+pub enum ProbeRequestError {
+    /// `target` missing or empty: 400.
+    MissingTarget,
+    /// No such module: 400.
+    UnknownModule(String),
+    /// The scrape-timeout header is not a number: 500, as blackbox.
+    BadTimeoutHeader(String),
+    /// `hostname` conflicts with the module's Host header: 400.
+    HostnameConflict {
+        configured: String,
+        requested: String,
+    },
+}
+
+impl IntoResponse for ProbeRequestError {
+    fn into_response(self) -> Response {
+        let (status, text) = match self {
+            ProbeRequestError::MissingTarget => (
+                StatusCode::BAD_REQUEST,
+                "Target parameter is missing".to_owned(),
+            ),
+            ProbeRequestError::UnknownModule(m) => {
+                (StatusCode::BAD_REQUEST, format!("Unknown module {m:?}"))
+            }
+            ProbeRequestError::BadTimeoutHeader(v) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "Failed to parse timeout from Prometheus header: strconv.ParseFloat: parsing {v:?}: invalid syntax"
+                ),
+            ),
+            ProbeRequestError::HostnameConflict {
+                configured,
+                requested,
+            } => (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "host header defined both in module configuration ({configured}) and with URL-parameter 'hostname' ({requested})"
+                ),
+            ),
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{text}\n"),
+        )
+            .into_response()
+    }
+}
+
+/// blackbox's `getTimeout`: the scrape timeout header (120 s when absent or 0) minus the offset,
+/// capped by the module timeout; the module timeout also applies when the result is negative.
+pub fn probe_timeout(
+    header: Option<&str>,
+    module_timeout: Option<Duration>,
+    offset: f64,
+) -> Result<f64, String> {
+    let mut seconds = match header {
+        Some(v) if !v.is_empty() => v.trim().parse::<f64>().map_err(|_| v.to_owned())?,
+        _ => 0.0,
+    };
+    if seconds == 0.0 {
+        seconds = 120.0;
+    }
+    let max = seconds - offset;
+    let module = module_timeout.map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    Ok(if (module > 0.0 && module < max) || max < 0.0 {
+        module
+    } else {
+        max
+    })
+}
+
+fn host_header(module: &Module) -> Option<String> {
+    module.raw.http.as_ref().and_then(|h| {
+        h.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.clone())
+    })
+}
+
+/// Handles `GET /probe`.
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response, ProbeRequestError> {
+    let config = state.config.load_full();
+    let module_name = params
+        .get("module")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .unwrap_or_else(|| "http_2xx".into());
+    let Some(module) = config.modules.get(&module_name).cloned() else {
+        tracing::debug!(module = %module_name, "Unknown module");
+        state.metrics.record_unknown_module();
+        return Err(ProbeRequestError::UnknownModule(module_name));
+    };
+    let header_value = headers
+        .get("X-Prometheus-Scrape-Timeout-Seconds")
+        .and_then(|v| v.to_str().ok());
+    let timeout = probe_timeout(header_value, module.timeout, state.timeout_offset)
+        .map_err(ProbeRequestError::BadTimeoutHeader)?;
+    let target = params
+        .get("target")
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .ok_or(ProbeRequestError::MissingTarget)?;
+    let mut hostname = None;
+    if let (ProbeSpec::Http(_), Some(h)) = (
+        module.spec.as_ref(),
+        params.get("hostname").filter(|h| !h.is_empty()),
+    ) {
+        if let Some(configured) = host_header(&module)
+            && &configured != h
+        {
+            return Err(ProbeRequestError::HostnameConflict {
+                configured,
+                requested: h.clone(),
+            });
+        }
+        hostname = Some(h.clone());
+    }
+
+    let deadline =
+        Instant::now() + Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::ZERO);
+    let req = ProbeRequest {
+        target: target.clone(),
+        hostname,
+    };
+    let outcome = probe_mod::run(
+        module.spec.clone(),
+        &module_name,
+        req,
+        deadline,
+        state.resolver.clone(),
+    )
+    .await;
+    state.metrics.record_probe(
+        &module_name,
+        outcome.failure.as_ref().map(|f| f.kind.as_str()),
+    );
+    if let Some(f) = &outcome.failure {
+        // One line per failed probe at debug level: per-probe lines at info would flood the log.
+        tracing::debug!(module = %module_name, target = %target, reason = f.kind.as_str(), err = %f.message, "Probe failed");
+    }
+
+    let exposition = metrics::encode_text(&[(&[], &outcome.report)]);
+    let debug_text = debug_output(&outcome.logs, &exposition, &module);
+    state
+        .history
+        .add(&module_name, &target, outcome.success(), debug_text.clone());
+    if params.get("debug").map(String::as_str) == Some("true") {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            debug_text,
+        )
+            .into_response());
+    }
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let body = match format {
+        Format::Text => exposition,
+        Format::OpenMetrics => metrics::encode(format, &[(&[], &outcome.report)]),
+    };
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+/// blackbox's debug text: the probe's log, the metrics, the module's config (secrets hidden).
+pub fn debug_output(logs: &[String], exposition: &str, module: &Module) -> String {
+    let mut out = String::with_capacity(exposition.len() + 1024);
+    out.push_str("Logs for the probe:\n");
+    for l in logs {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str("\n\n\nMetrics that would have been returned:\n");
+    out.push_str(exposition);
+    out.push_str("\n\n\nModule configuration:\n");
+    out.push_str(&serde_norway::to_string(&module.raw).unwrap_or_default());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_follows_blackbox() {
+        let s = |v: f64| Some(Duration::from_secs_f64(v));
+        assert_eq!(probe_timeout(None, None, 0.5).unwrap(), 119.5);
+        assert_eq!(probe_timeout(Some("10"), None, 0.5).unwrap(), 9.5);
+        assert_eq!(probe_timeout(Some("10"), s(5.0), 0.5).unwrap(), 5.0);
+        assert_eq!(probe_timeout(Some("3"), s(5.0), 0.5).unwrap(), 2.5);
+        assert_eq!(probe_timeout(Some("0.2"), s(5.0), 0.5).unwrap(), 5.0);
+        assert!(probe_timeout(Some("abc"), None, 0.5).is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! Test harness shared by the integration tests: real in-process servers on
+//! loopback addresses and freshly generated certificates.
+//!
+//! Not every test uses every helper, hence the crate-wide `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod certs;
+pub mod http_target;
