@@ -65,7 +65,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = match serde_path_to_error::deserialize(de) {
         Ok(raw) => raw,
         Err(e) => {
-            let field = e.path().to_string();
+            // A syntax error leaves `?` segments for the parts the parser never reached.
+            let field = e
+                .path()
+                .to_string()
+                .split('.')
+                .take_while(|p| *p != "?")
+                .collect::<Vec<_>>()
+                .join(".");
             let inner = e.into_inner();
             let (line, column) = match inner.location() {
                 Some(l) => (Some(l.line()), Some(l.column())),
@@ -76,7 +83,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 line,
                 column,
                 field: if field == "." { String::new() } else { field },
-                message: clean_yaml_message(&inner.to_string()),
+                message: match inner.location() {
+                    Some(_) if e_is_syntax(&inner) => format!(
+                        "YAML syntax error: {}",
+                        clean_yaml_message(&inner.to_string())
+                    ),
+                    _ => clean_yaml_message(&inner.to_string()),
+                },
             });
         }
     };
@@ -103,6 +116,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         modules,
         file: path.to_path_buf(),
     })
+}
+
+/// Whether a parse error comes from the YAML syntax rather than from a field's value.
+fn e_is_syntax(e: &serde_norway::Error) -> bool {
+    let m = e.to_string();
+    [
+        "did not find expected",
+        "mapping values are not allowed",
+        "found character that cannot start",
+        "could not find expected",
+    ]
+    .iter()
+    .any(|s| m.contains(s))
 }
 
 /// serde_norway appends " at line L column C" to messages; the position is reported separately.

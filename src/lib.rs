@@ -71,6 +71,7 @@ impl App {
         cli: &Cli,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<App> {
+        logging::ensure_capture();
         let metrics = SelfMetrics::default();
         let config = match config::load(&cli.config_file) {
             Ok(c) => c,

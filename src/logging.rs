@@ -49,7 +49,7 @@ impl ProbeLog {
                 cut -= 1;
             }
             line.truncate(cut);
-            line.push_str("…");
+            line.push('…');
         }
         self.lines.push(line);
     }
@@ -91,6 +91,14 @@ pub fn init(level: LevelFilter, format: LogFormat) {
     );
     let capture = CaptureLayer.with_filter(Targets::new().with_target("lookout", Level::DEBUG));
     let _ = Registry::default().with(stderr).with(capture).try_init();
+}
+
+/// Makes sure probe logs are captured even when the embedding program installed no subscriber
+/// (tests, or a library user): installs one with only the capture layer. Does nothing when a
+/// global subscriber exists already (the binary's `init`).
+pub fn ensure_capture() {
+    let capture = CaptureLayer.with_filter(Targets::new().with_target("lookout", Level::DEBUG));
+    let _ = Registry::default().with(capture).try_init();
 }
 
 #[derive(Default)]

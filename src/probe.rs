@@ -33,6 +33,9 @@ pub static PROBE_DURATION_SECONDS: Family = Family::gauge(
 );
 
 /// A module's validated probe settings: one variant per `prober:` value.
+///
+/// Variants differ in size; specs live once per module behind an `Arc`, so boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ProbeSpec {
     /// `prober: http`.

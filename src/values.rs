@@ -199,8 +199,7 @@ impl Regex {
 fn first_line(s: &str) -> String {
     // regex errors are multi-line with a caret diagram; the last line says what is wrong.
     s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
         .trim()
         .to_owned()

@@ -23,7 +23,7 @@ impl ConfigError {
     /// The module the error is in, when it is inside `modules:`.
     pub fn module(&self) -> Option<&str> {
         let rest = self.field.strip_prefix("modules.")?;
-        Some(rest.split('.').next().unwrap_or(rest))
+        rest.split('.').next().filter(|m| !m.is_empty())
     }
 }
 

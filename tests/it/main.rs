@@ -1,1 +1,14 @@
+//! lookout's integration tests: one binary, real servers on loopback (see support/).
 
+mod support;
+
+/// Config loading: every documented field, and one golden error per bad file.
+mod config;
+/// The binary end to end: endpoints, bad requests, reload, --config.check.
+mod endpoints;
+/// Hostile targets: stalls, huge and broken bodies, gzip bombs.
+mod hostile;
+/// The HTTP prober against in-process hyper servers.
+mod http;
+/// TLS: certificates made by rcgen, expiry values, verification failures.
+mod tls;

@@ -6,3 +6,5 @@
 
 pub mod certs;
 pub mod http_target;
+pub mod lookout;
+pub mod samples;

@@ -1,0 +1,316 @@
+//! The binary end to end, and the in-process app's endpoints.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::http_target::{HttpTarget, Route};
+use crate::support::lookout::{Lookout, q, request};
+use crate::support::samples::Samples;
+
+const CONFIG: &str = "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n  tcp_connect:\n    prober: tcp\n";
+
+struct Binary {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_binary(config: &std::path::Path) -> Binary {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args([
+            "--config.file",
+            config.to_str().unwrap(),
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lookout");
+    let bin = Binary {
+        child,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(bin.addr).await.is_ok() {
+            return bin;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("lookout did not start listening on {}", bin.addr);
+}
+
+#[tokio::test]
+async fn binary_answers_probe_with_blackbox_families() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lookout.yml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let bin = start_binary(&cfg).await;
+    let target = HttpTarget::new().route("/", Route::ok("hi")).start().await;
+    let a = request(
+        bin.addr,
+        "GET",
+        &format!("/probe?target={}", q(&target.url("/"))),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.content_type, "text/plain; version=0.0.4; charset=utf-8");
+    let s = Samples::parse(&a.body);
+    assert_eq!(s.value("probe_success"), 1.0);
+    let want = [
+        "probe_dns_lookup_time_seconds",
+        "probe_duration_seconds",
+        "probe_failed_due_to_regex",
+        "probe_http_content_length",
+        "probe_http_duration_seconds",
+        "probe_http_redirects",
+        "probe_http_ssl",
+        "probe_http_status_code",
+        "probe_http_uncompressed_body_length",
+        "probe_http_version",
+        "probe_ip_addr_hash",
+        "probe_ip_protocol",
+        "probe_success",
+    ];
+    assert_eq!(s.families(), want);
+    assert!(s.types.values().all(|t| t == "gauge"));
+
+    // The binary's own metrics carry blackbox's names too.
+    let m = request(bin.addr, "GET", "/metrics", &[]).await;
+    let s = Samples::parse(&m.body);
+    assert_eq!(
+        s.value("blackbox_exporter_config_last_reload_successful"),
+        1.0
+    );
+    assert!(s.value("blackbox_exporter_config_last_reload_success_timestamp_seconds") > 1e9);
+    assert_eq!(s.types["blackbox_module_unknown_total"], "counter");
+    assert_eq!(
+        s.get_with(
+            "lookout_probe_requests_total",
+            &[("module", "http_2xx"), ("result", "success")]
+        ),
+        Some(1.0)
+    );
+    assert!(s.value("process_resident_memory_bytes") > 0.0);
+}
+
+#[tokio::test]
+async fn bad_requests_get_blackbox_statuses() {
+    let lk = Lookout::start(CONFIG).await;
+    let a = lk.get("/probe?module=http_2xx").await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (400, "Target parameter is missing\n")
+    );
+    let a = lk.get("/probe?module=nope&target=x").await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (400, "Unknown module \"nope\"\n")
+    );
+    let a = request(
+        lk.addr,
+        "GET",
+        "/probe?target=x",
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "abc")],
+    )
+    .await;
+    assert_eq!(a.status, 500);
+    assert!(
+        a.body
+            .starts_with("Failed to parse timeout from Prometheus header"),
+        "{}",
+        a.body
+    );
+    let m = Samples::parse(&lk.get("/metrics").await.body);
+    assert_eq!(m.value("blackbox_module_unknown_total"), 1.0);
+    // A module whose prober is not built yet fails its probes, visibly.
+    let s = lk.probe("tcp_connect", "127.0.0.1:1").await;
+    assert_eq!(s.value("probe_success"), 0.0);
+    assert!(
+        lk.debug("tcp_connect", "127.0.0.1:1")
+            .await
+            .contains("not implemented")
+    );
+}
+
+#[tokio::test]
+async fn scrape_timeout_header_caps_the_probe() {
+    let target = HttpTarget::new()
+        .route("/", Route::stall_headers(Duration::from_secs(30)))
+        .start()
+        .await;
+    let lk = Lookout::start(CONFIG).await;
+    let s = lk
+        .probe_with(
+            "http_2xx",
+            &target.url("/"),
+            &[("X-Prometheus-Scrape-Timeout-Seconds", "1.5")],
+        )
+        .await;
+    assert_eq!(s.value("probe_success"), 0.0);
+    // 1.5 s minus the 0.5 s offset: the probe ends long before the 5 s module timeout.
+    assert!(s.value("probe_duration_seconds") < 5.0, "{}", s.text);
+}
+
+#[tokio::test]
+async fn openmetrics_when_asked() {
+    let lk = Lookout::start(CONFIG).await;
+    let a = request(
+        lk.addr,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .await;
+    assert!(
+        a.content_type.starts_with("application/openmetrics-text"),
+        "{}",
+        a.content_type
+    );
+    assert!(a.body.ends_with("# EOF\n"), "{}", a.body);
+    assert!(
+        a.body.contains("# TYPE blackbox_module_unknown counter"),
+        "{}",
+        a.body
+    );
+}
+
+#[tokio::test]
+async fn health_config_page_and_logs() {
+    let lk = Lookout::start(
+        "modules:\n  http_2xx:\n    prober: http\n    http:\n      bearer_token: very-secret\n",
+    )
+    .await;
+    assert_eq!(lk.get("/-/healthy").await.body, "Healthy");
+    let c = lk.get("/config").await.body;
+    assert!(
+        c.contains("bearer_token: <secret>") && !c.contains("very-secret"),
+        "{c}"
+    );
+    lk.probe("http_2xx", "http://127.0.0.1:1/").await;
+    let page = lk.get("/").await.body;
+    assert!(
+        page.contains("logs?id=0") && page.contains("http://127.0.0.1:1/"),
+        "{page}"
+    );
+    let log = lk.get("/logs?id=0").await;
+    assert_eq!(log.status, 200);
+    assert!(log.body.starts_with("Logs for the probe:"), "{}", log.body);
+    assert_eq!(lk.get("/logs?id=99").await.status, 404);
+}
+
+#[tokio::test]
+async fn reload_keeps_the_old_config_on_error() {
+    let lk = Lookout::start(CONFIG).await;
+    std::fs::write(
+        &lk.config_path,
+        "modules:\n  broken:\n    prober: http\n    bogus: 1\n",
+    )
+    .unwrap();
+    let a = request(lk.addr, "POST", "/-/reload", &[]).await;
+    assert_eq!(a.status, 500);
+    assert!(a.body.contains("unknown field `bogus`"), "{}", a.body);
+    let m = Samples::parse(&lk.get("/metrics").await.body);
+    assert_eq!(
+        m.value("blackbox_exporter_config_last_reload_successful"),
+        0.0
+    );
+    // Still serving the old modules.
+    assert_eq!(
+        lk.get("/probe?module=http_2xx&target=http://127.0.0.1:1/")
+            .await
+            .status,
+        200
+    );
+    std::fs::write(&lk.config_path, "modules:\n  fresh:\n    prober: http\n").unwrap();
+    assert_eq!(request(lk.addr, "POST", "/-/reload", &[]).await.status, 200);
+    let m = Samples::parse(&lk.get("/metrics").await.body);
+    assert_eq!(
+        m.value("blackbox_exporter_config_last_reload_successful"),
+        1.0
+    );
+    assert_eq!(lk.get("/probe?module=http_2xx&target=x").await.status, 400);
+    assert_eq!(
+        lk.get("/probe?module=fresh&target=http://127.0.0.1:1/")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(lk.get("/-/reload").await.status, 405);
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("lookout.yml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let bin = start_binary(&cfg).await;
+    std::fs::write(&cfg, "modules:\n  after_hup:\n    prober: http\n").unwrap();
+    let pid = bin.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut status = 0;
+    for _ in 0..100 {
+        status = request(
+            bin.addr,
+            "GET",
+            "/probe?module=after_hup&target=http://127.0.0.1:1/",
+            &[],
+        )
+        .await
+        .status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "module from the reloaded file never appeared");
+}
+
+#[test]
+fn config_check_exit_codes() {
+    let ok = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["--config.check", "--config.file", "config/lookout.yml"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args([
+            "--config.check",
+            "--config.file",
+            "tests/testdata/config/invalid/unknown_field.yml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("unknown_field.yml:5:7: module \"http_2xx\": field modules.http_2xx.http"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,153 @@
+//! A lookout instance for tests: in-process (`Lookout::start`) on a free loopback port with a
+//! config written to a temp dir, plus a small HTTP client for its endpoints.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::samples::Samples;
+
+/// A running in-process lookout.
+pub struct Lookout {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub app: lookout::App,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A plain HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// Sends one HTTP/1.1 request to `addr` and reads the whole answer.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let stream = TcpStream::connect(addr).await.expect("connect to lookout");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Answer {
+        status,
+        content_type,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn q(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl Lookout {
+    /// Starts lookout with `yaml` as its config (files the config names can go in `dir`).
+    pub async fn start(yaml: &str) -> Lookout {
+        let dir = tempfile::tempdir().unwrap();
+        Lookout::start_in(dir, yaml).await
+    }
+
+    /// Starts lookout with `yaml`, written into `dir`.
+    pub async fn start_in(dir: tempfile::TempDir, yaml: &str) -> Lookout {
+        let config_path = dir.path().join("lookout.yml");
+        std::fs::write(&config_path, yaml).unwrap();
+        let cli = <lookout::cli::Cli as clap::Parser>::parse_from([
+            "lookout",
+            "--config.file",
+            config_path.to_str().unwrap(),
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ]);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = lookout::App::start(&cli, async move {
+            let _ = rx.await;
+        })
+        .await
+        .expect("lookout starts");
+        Lookout {
+            addr: app.local_addr,
+            dir,
+            config_path,
+            app,
+            stop: Some(tx),
+        }
+    }
+
+    /// GET `path` (with query) on this instance.
+    pub async fn get(&self, path: &str) -> Answer {
+        request(self.addr, "GET", path, &[]).await
+    }
+
+    /// Probes `target` with `module` and parses the answer (which must be a 200).
+    pub async fn probe(&self, module: &str, target: &str) -> Samples {
+        self.probe_with(module, target, &[]).await
+    }
+
+    /// Like `probe`, with request headers (e.g. the scrape timeout).
+    pub async fn probe_with(
+        &self,
+        module: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> Samples {
+        let path = format!("/probe?module={}&target={}", q(module), q(target));
+        let a = tokio::time::timeout(
+            Duration::from_secs(60),
+            request(self.addr, "GET", &path, headers),
+        )
+        .await
+        .expect("probe answered within 60s");
+        assert_eq!(a.status, 200, "probe answered {}: {}", a.status, a.body);
+        assert_eq!(a.content_type, "text/plain; version=0.0.4; charset=utf-8");
+        Samples::parse(&a.body)
+    }
+
+    /// The debug output of a probe.
+    pub async fn debug(&self, module: &str, target: &str) -> String {
+        let path = format!(
+            "/probe?module={}&target={}&debug=true",
+            q(module),
+            q(target)
+        );
+        self.get(&path).await.body
+    }
+}
+
+impl Drop for Lookout {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
