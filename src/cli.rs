@@ -10,13 +10,10 @@ use crate::logging::LogFormat;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "lookout", version, about, long_about = None)]
 pub struct Cli {
-    /// The config file (blackbox_exporter's format).
-    #[arg(
-        long = "config.file",
-        default_value = "lookout.yml",
-        value_name = "PATH"
-    )]
-    pub config_file: PathBuf,
+    /// The config file (blackbox_exporter's format). Without it, ./lookout.yml is used when it
+    /// exists, else the built-in default (config/lookout.yml of the source tree).
+    #[arg(long = "config.file", value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
 
     /// Validate the config file, print the result and exit (0 valid, 1 invalid).
     #[arg(long = "config.check")]
@@ -51,7 +48,28 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
+/// The default config compiled into the binary.
+pub const EMBEDDED_CONFIG: &str = include_str!("../config/lookout.yml");
+
+/// Where the config comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A file on disk.
+    File(PathBuf),
+    /// The built-in default.
+    Embedded,
+}
+
 impl Cli {
+    /// The config source: the flag, else ./lookout.yml, else the built-in default.
+    pub fn config_source(&self) -> ConfigSource {
+        match &self.config_file {
+            Some(p) => ConfigSource::File(p.clone()),
+            None if std::path::Path::new("lookout.yml").exists() => ConfigSource::File("lookout.yml".into()),
+            None => ConfigSource::Embedded,
+        }
+    }
+
     /// The log level as a tracing filter.
     pub fn level(&self) -> tracing_subscriber::filter::LevelFilter {
         use tracing_subscriber::filter::LevelFilter;

@@ -28,7 +28,7 @@ pub struct RawConfig {
 pub struct Config {
     /// Modules by name.
     pub modules: BTreeMap<String, Arc<Module>>,
-    /// The file it came from.
+    /// The file it came from (`EMBEDDED_NAME` for the built-in default).
     pub file: PathBuf,
 }
 
@@ -43,6 +43,17 @@ impl Config {
                 .collect(),
         };
         serde_norway::to_string(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// The name the built-in default config is reported under.
+pub const EMBEDDED_NAME: &str = "<built-in config/lookout.yml>";
+
+/// Loads from a source: a file, or the default compiled into the binary.
+pub fn load_source(source: &crate::cli::ConfigSource) -> Result<Config, ConfigError> {
+    match source {
+        crate::cli::ConfigSource::File(p) => load(p),
+        crate::cli::ConfigSource::Embedded => parse(crate::cli::EMBEDDED_CONFIG, Path::new(EMBEDDED_NAME)),
     }
 }
 

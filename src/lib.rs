@@ -73,7 +73,8 @@ impl App {
     ) -> anyhow::Result<App> {
         logging::ensure_capture();
         let metrics = SelfMetrics::default();
-        let config = match config::load(&cli.config_file) {
+        let source = cli.config_source();
+        let config = match config::load_source(&source) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(err = %e, "Error loading config");
@@ -81,10 +82,9 @@ impl App {
             }
         };
         metrics.record_reload(true);
-        tracing::info!(file = %cli.config_file.display(), modules = config.modules.len(), "Loaded config file");
+        tracing::info!(file = %config.file.display(), modules = config.modules.len(), "Loaded config file");
         let state = Arc::new(State {
             config: ArcSwap::from_pointee(config),
-            config_file: cli.config_file.clone(),
             resolver: Resolver::system(),
             metrics,
             history: History::new(cli.history_limit),
@@ -128,11 +128,11 @@ impl App {
 /// Runs lookout until SIGTERM or SIGINT; SIGHUP reloads the config.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.config_check {
-        return match config::load(&cli.config_file) {
+        return match config::load_source(&cli.config_source()) {
             Ok(c) => {
                 println!(
                     "Config file is ok: {} ({} modules)",
-                    cli.config_file.display(),
+                    c.file.display(),
                     c.modules.len()
                 );
                 Ok(())

@@ -11,7 +11,12 @@ use crate::metrics::process::SelfMetrics;
 /// Loads the config file again and swaps it in, or keeps the old one and reports why.
 pub fn reload(current: &ArcSwap<Config>, metrics: &SelfMetrics) -> Result<(), ConfigError> {
     let path = current.load().file.clone();
-    match config::load(&path) {
+    let source = if path.as_os_str() == config::EMBEDDED_NAME {
+        crate::cli::ConfigSource::Embedded
+    } else {
+        crate::cli::ConfigSource::File(path.clone())
+    };
+    match config::load_source(&source) {
         Ok(new) => {
             let modules = new.modules.len();
             current.store(Arc::new(new));

@@ -4,7 +4,6 @@
 mod admin;
 mod probe;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -21,8 +20,6 @@ use crate::store::History;
 pub struct State {
     /// The current config; replaced whole on reload.
     pub config: ArcSwap<Config>,
-    /// The config file, for reloads.
-    pub config_file: PathBuf,
     /// Name resolution for probes.
     pub resolver: Resolver,
     /// lookout's own metrics.

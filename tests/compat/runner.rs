@@ -8,7 +8,7 @@ use tempfile::TempDir;
 
 use crate::diff::diff;
 use crate::exporter::{Exporter, blackbox_binary};
-use crate::support::lookout::{Answer, q};
+use crate::support::lookout::q;
 use crate::support::samples::Samples;
 
 /// The module name every scenario's config uses.
@@ -17,8 +17,9 @@ pub const MODULE: &str = "compat";
 /// The scrape timeout sent with every probe unless a scenario overrides it.
 pub const SCRAPE_TIMEOUT: &str = "5";
 
-/// What `/probe` answers with on success, on both exporters.
-const PROBE_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Set this environment variable to print both expositions of every scenario
+/// (with `--nocapture`), also when they agree.
+pub const DUMP_ENV: &str = "COMPAT_DUMP";
 
 /// An http module: IPv4 first (targets are 127.0.0.1), a 5 s module timeout, plus `http_extra`
 /// (YAML lines at the level of the `http:` section's keys, unindented).
@@ -136,8 +137,9 @@ impl Scenario {
                 self.scrape_timeout, pair.config
             )
         };
-        let (ours, theirs) = match (status_ok(&ours), status_ok(&theirs)) {
-            (true, true) => (Samples::parse(&ours.body), Samples::parse(&theirs.body)),
+        let (ours_ct, theirs_ct) = (ours.content_type.clone(), theirs.content_type.clone());
+        let (ours, theirs) = match (ours.status, theirs.status) {
+            (200, 200) => (Samples::parse(&ours.body), Samples::parse(&theirs.body)),
             _ => panic!(
                 "compat scenario `{}`: /probe must answer 200 on both sides; \
                  lookout {} vs blackbox {}\n{}\n--- lookout answer ---\n{}\n--- blackbox answer ---\n{}\
@@ -153,6 +155,15 @@ impl Scenario {
             ),
         };
 
+        if std::env::var_os(DUMP_ENV).is_some() {
+            eprintln!(
+                "=== compat scenario `{}` ({}) ===\n--- blackbox ---\n{}--- lookout ---\n{}",
+                self.name,
+                target,
+                theirs.text,
+                ours.text
+            );
+        }
         let mut problems = Vec::new();
         if ours.text.is_empty() {
             problems.push("lookout answered an empty body".to_owned());
@@ -167,8 +178,11 @@ impl Scenario {
                 ));
             }
         }
-        let content_types = (&pair.lookout, &pair.blackbox);
-        let _ = content_types;
+        if ours_ct != theirs_ct {
+            problems.push(format!(
+                "content-type: lookout {ours_ct:?} vs blackbox {theirs_ct:?}"
+            ));
+        }
         if !problems.is_empty() {
             panic!(
                 "compat scenario `{}`: lookout differs from blackbox_exporter\n{}\n\
@@ -224,9 +238,4 @@ impl Scenario {
             );
         }
     }
-}
-
-/// A 200 with the text-format content type.
-fn status_ok(answer: &Answer) -> bool {
-    answer.status == 200 && answer.content_type == PROBE_CONTENT_TYPE
 }

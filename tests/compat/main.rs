@@ -1,0 +1,17 @@
+//! Differential compatibility tests: lookout against Debian's blackbox_exporter 0.23.
+//!
+//! Each scenario writes one module into one config file, starts both exporters on it (real
+//! processes on loopback), probes the same in-process target through both and compares the
+//! answers through one parser (`diff.rs` says exactly what must match and lists the intended
+//! differences). Without the blackbox binary the scenarios skip loudly, or fail with `CI=true`.
+//!
+//! Run: `cargo test --test compat`.
+
+#[path = "../it/support/mod.rs"]
+mod support;
+
+mod diff;
+mod endpoints;
+mod exporter;
+mod http_probe;
+mod runner;
