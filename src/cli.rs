@@ -65,7 +65,9 @@ impl Cli {
     pub fn config_source(&self) -> ConfigSource {
         match &self.config_file {
             Some(p) => ConfigSource::File(p.clone()),
-            None if std::path::Path::new("lookout.yml").exists() => ConfigSource::File("lookout.yml".into()),
+            None if std::path::Path::new("lookout.yml").exists() => {
+                ConfigSource::File("lookout.yml".into())
+            }
             None => ConfigSource::Embedded,
         }
     }

@@ -53,7 +53,9 @@ pub const EMBEDDED_NAME: &str = "<built-in config/lookout.yml>";
 pub fn load_source(source: &crate::cli::ConfigSource) -> Result<Config, ConfigError> {
     match source {
         crate::cli::ConfigSource::File(p) => load(p),
-        crate::cli::ConfigSource::Embedded => parse(crate::cli::EMBEDDED_CONFIG, Path::new(EMBEDDED_NAME)),
+        crate::cli::ConfigSource::Embedded => {
+            parse(crate::cli::EMBEDDED_CONFIG, Path::new(EMBEDDED_NAME))
+        }
     }
 }
 

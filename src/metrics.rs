@@ -69,7 +69,7 @@ fn group<'a>(
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            labels.extend(sample.labels.iter().map(|(k, v)| (*k, v.as_str())));
+            labels.extend(sample.labels.iter().map(|(k, v)| (k.as_ref(), v.as_str())));
             labels.sort_by(|a, b| a.0.cmp(b.0));
             families
                 .entry(sample.family.name)

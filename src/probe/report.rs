@@ -4,6 +4,8 @@
 //! timeout or failure is kept. Exposition (`crate::metrics`) turns reports into text; nothing here
 //! knows about formats.
 
+use std::borrow::Cow;
+
 /// What kind of metric a family is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -37,8 +39,8 @@ impl Family {
     }
 }
 
-/// Label pairs of one sample; keys are static, values owned.
-pub type Labels = Vec<(&'static str, String)>;
+/// Label pairs of one sample; keys are almost always static names, values owned.
+pub type Labels = Vec<(Cow<'static, str>, String)>;
 
 /// One sample of a family.
 #[derive(Debug, Clone)]
@@ -83,6 +85,31 @@ impl Report {
                     .zip(labels)
                     .all(|((k1, v1), (k2, v2))| k1 == k2 && v1 == v2)
         })
+    }
+
+    /// Sets one series whose label names come from the config (e.g. `probe_expect_info`).
+    pub fn set_owned_labels(
+        &mut self,
+        family: &'static Family,
+        labels: Vec<(String, String)>,
+        value: f64,
+    ) {
+        self.samples.retain(|s| {
+            !std::ptr::eq(s.family, family)
+                || !s
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_ref(), v.as_str()))
+                    .eq(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        });
+        self.samples.push(Sample {
+            family,
+            labels: labels
+                .into_iter()
+                .map(|(k, v)| (Cow::Owned(k), v))
+                .collect(),
+            value,
+        });
     }
 
     /// Makes an unlabelled family present with the value 0 unless it already has a value; the
@@ -144,13 +171,20 @@ impl Report {
             self.samples
                 .iter()
                 .filter(|s| std::ptr::eq(s.family, family))
-                .all(|s| s.labels.iter().map(|l| l.0).eq(labels.iter().map(|l| l.0))),
+                .all(|s| s
+                    .labels
+                    .iter()
+                    .map(|l| l.0.as_ref())
+                    .eq(labels.iter().map(|l| l.0))),
             "family {} written with two label sets",
             family.name
         );
         self.samples.push(Sample {
             family,
-            labels: labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(*k), (*v).to_owned()))
+                .collect(),
             value,
         });
     }

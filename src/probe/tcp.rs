@@ -1,26 +1,58 @@
-//! `prober: tcp`: the section and its validation. The probe itself comes with the TCP issue;
-//! until then a tcp module loads and its probes fail with a clear reason.
+//! `prober: tcp`: connect (optionally over TLS), then blackbox's `query_response` dialogue with
+//! STARTTLS, regex expectations with capture substitution, and byte expectations.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tracing::debug;
 
+use crate::probe::http::PROBE_FAILED_DUE_TO_REGEX;
+use crate::probe::net::{self, Stream};
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
+use crate::probe::query_response::LineReader;
+use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
 use crate::values::Regex;
+
+/// `probe_failed_due_to_bytes` (blackbox 0.28; only when a step uses `expect_bytes`).
+pub static PROBE_FAILED_DUE_TO_BYTES: Family = Family::gauge(
+    "probe_failed_due_to_bytes",
+    "Indicates if probe failed due to bytes",
+);
+/// `probe_expect_info` (blackbox 0.28; only when a step has `labels`).
+pub static PROBE_EXPECT_INFO: Family =
+    Family::gauge("probe_expect_info", "Explicit content matched");
+
+/// A label exported from a matched line (blackbox 0.28 `labels`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Label {
+    /// The label name.
+    pub name: String,
+    /// The value, with `${1}`-style references to the expression's groups.
+    pub value: String,
+}
 
 /// One `query_response` step.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueryResponse {
-    /// Expect a line matching this expression.
+    /// Read lines until one matches this expression; fail when none does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<Regex>,
-    /// Send this (with `${1}` capture substitution).
+    /// Read exactly these bytes (blackbox 0.28).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_bytes: Option<String>,
+    /// Labels for `probe_expect_info`, from the matched line (blackbox 0.28).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<Label>,
+    /// Send this line (a newline is added); `${1}` refers to the `expect` match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send: Option<String>,
-    /// Upgrade the connection to TLS here.
+    /// Upgrade the connection to TLS after this step.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub starttls: bool,
 }
@@ -80,6 +112,27 @@ pub fn parse_source_ip(s: &Option<String>) -> Result<Option<std::net::IpAddr>, (
 impl Spec {
     /// Validates `section`.
     pub fn build(section: &Section, base: &Path) -> Result<Spec, (String, String)> {
+        for (i, step) in section.query_response.iter().enumerate() {
+            if !step.labels.is_empty() && step.expect.is_none() {
+                return Err((
+                    format!("query_response[{i}].labels"),
+                    "labels need an expect expression".into(),
+                ));
+            }
+            for (j, l) in step.labels.iter().enumerate() {
+                let valid = !l.name.is_empty()
+                    && !l.name.starts_with(|c: char| c.is_ascii_digit())
+                    && l.name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !valid {
+                    return Err((
+                        format!("query_response[{i}].labels[{j}].name"),
+                        format!("invalid label name {:?}", l.name),
+                    ));
+                }
+            }
+        }
         Ok(Spec {
             ip: IpPreference {
                 preferred: section.preferred_ip_protocol.unwrap_or_default(),
@@ -97,12 +150,137 @@ impl Spec {
 impl Prober for Spec {
     async fn probe(
         &self,
-        _req: &ProbeRequest,
-        _cx: &mut ProbeContext<'_>,
+        req: &ProbeRequest,
+        cx: &mut ProbeContext<'_>,
     ) -> Result<(), ProbeFailure> {
-        Err(ProbeFailure::new(
-            FailureKind::Unsupported,
-            "the tcp prober is not implemented in this lookout version yet",
-        ))
+        cx.report.declare(&PROBE_FAILED_DUE_TO_REGEX);
+        let uses_bytes = self.query_response.iter().any(|q| q.expect_bytes.is_some());
+        if uses_bytes {
+            cx.report.declare(&PROBE_FAILED_DUE_TO_BYTES);
+        }
+        let (host, port) = net::split_host_port(&req.target)?;
+        let (ip, _) = cx.resolver.resolve(&host, self.ip, cx.report).await?;
+        let tcp = net::connect(SocketAddr::new(ip, port), self.source_ip).await?;
+        debug!("Successfully dialed");
+        let server_name = self
+            .tls_config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.clone());
+        let mut stream = if self.tls {
+            let (tls_stream, hs) = self.tls_config.handshake(tcp, &server_name, &[]).await?;
+            tls::record(cx.report, &hs);
+            Stream::Tls(Box::new(tls_stream))
+        } else {
+            Stream::Plain(tcp)
+        };
+
+        let mut lines = LineReader::default();
+        for (i, step) in self.query_response.iter().enumerate() {
+            debug!(entry_number = i, "Processing query response entry");
+            let mut send: Option<Vec<u8>> = step.send.as_ref().map(|s| s.as_bytes().to_vec());
+            if let Some(re) = &step.expect {
+                let mut matched = None;
+                loop {
+                    match lines.next_line(&mut stream).await {
+                        Ok(Some(line)) => {
+                            debug!(line = %String::from_utf8_lossy(&line), "Read line");
+                            if let Some(caps) = re.bytes.captures(&line) {
+                                let mut expanded = Vec::new();
+                                if let Some(s) = &step.send {
+                                    caps.expand(s.as_bytes(), &mut expanded);
+                                    send = Some(expanded);
+                                }
+                                if !step.labels.is_empty() {
+                                    let labels = step
+                                        .labels
+                                        .iter()
+                                        .map(|l| {
+                                            let mut v = Vec::new();
+                                            caps.expand(l.value.as_bytes(), &mut v);
+                                            (
+                                                l.name.clone(),
+                                                String::from_utf8_lossy(&v).into_owned(),
+                                            )
+                                        })
+                                        .collect();
+                                    cx.report.set_owned_labels(&PROBE_EXPECT_INFO, labels, 1.0);
+                                }
+                                matched = Some(());
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            return Err(ProbeFailure::new(
+                                FailureKind::Protocol,
+                                format!("error reading from connection: {e}"),
+                            ));
+                        }
+                    }
+                }
+                if matched.is_none() {
+                    cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 1.0);
+                    return Err(ProbeFailure::new(
+                        FailureKind::Assertion,
+                        format!("regexp {:?} did not match any line (step {i})", re.as_str()),
+                    ));
+                }
+                cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 0.0);
+            }
+            if let Some(expect) = &step.expect_bytes {
+                let want = expect.as_bytes();
+                let got = lines
+                    .read_bytes(&mut stream, want.len())
+                    .await
+                    .map_err(|e| {
+                        ProbeFailure::new(
+                            FailureKind::Protocol,
+                            format!("error reading from connection: {e}"),
+                        )
+                    })?;
+                if got.len() < want.len() {
+                    return Err(ProbeFailure::new(
+                        FailureKind::Protocol,
+                        format!(
+                            "read {} bytes, expected {} (step {i})",
+                            got.len(),
+                            want.len()
+                        ),
+                    ));
+                }
+                if got != want {
+                    cx.report.set(&PROBE_FAILED_DUE_TO_BYTES, 1.0);
+                    return Err(ProbeFailure::new(
+                        FailureKind::Assertion,
+                        format!("bytes did not match (step {i})"),
+                    ));
+                }
+                cx.report.set(&PROBE_FAILED_DUE_TO_BYTES, 0.0);
+            }
+            if let Some(mut data) = send.filter(|d| !d.is_empty()) {
+                debug!(line = %String::from_utf8_lossy(&data), "Sending line");
+                data.push(b'\n');
+                stream.write_all(&data).await.map_err(|e| {
+                    ProbeFailure::new(FailureKind::Connect, format!("failed to send: {e}"))
+                })?;
+                let _ = stream.flush().await;
+            }
+            if step.starttls {
+                let Stream::Plain(tcp) = stream else {
+                    return Err(ProbeFailure::new(
+                        FailureKind::Protocol,
+                        "starttls on a connection that is already TLS",
+                    ));
+                };
+                let (tls_stream, hs) = self.tls_config.handshake(tcp, &server_name, &[]).await?;
+                debug!("TLS Handshake (client) succeeded");
+                tls::record(cx.report, &hs);
+                stream = Stream::Tls(Box::new(tls_stream));
+                lines.reset();
+            }
+        }
+        let _ = stream.shutdown().await;
+        Ok(())
     }
 }

@@ -7,7 +7,7 @@ use crate::support::http_target::{HttpTarget, Route};
 use crate::support::lookout::{Lookout, q, request};
 use crate::support::samples::Samples;
 
-const CONFIG: &str = "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n  tcp_connect:\n    prober: tcp\n";
+const CONFIG: &str = "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n  oauth:\n    prober: http\n    http:\n      oauth2:\n        client_id: x\n        token_url: http://127.0.0.1:1/token\n";
 
 struct Binary {
     child: Child,
@@ -139,13 +139,13 @@ async fn bad_requests_get_blackbox_statuses() {
     );
     let m = Samples::parse(&lk.get("/metrics").await.body);
     assert_eq!(m.value("blackbox_module_unknown_total"), 1.0);
-    // A module whose prober is not built yet fails its probes, visibly.
-    let s = lk.probe("tcp_connect", "127.0.0.1:1").await;
+    // A module using an option lookout does not support yet fails its probes, visibly.
+    let s = lk.probe("oauth", "http://127.0.0.1:1/").await;
     assert_eq!(s.value("probe_success"), 0.0);
     assert!(
-        lk.debug("tcp_connect", "127.0.0.1:1")
+        lk.debug("oauth", "http://127.0.0.1:1/")
             .await
-            .contains("not implemented")
+            .contains("oauth2 is not supported")
     );
 }
 

@@ -10,5 +10,7 @@ mod endpoints;
 mod hostile;
 /// The HTTP prober against in-process hyper servers.
 mod http;
+/// The TCP prober: banners, dialogues with capture substitution, STARTTLS, TLS.
+mod tcp;
 /// TLS: certificates made by rcgen, expiry values, verification failures.
 mod tls;

@@ -8,3 +8,4 @@ pub mod certs;
 pub mod http_target;
 pub mod lookout;
 pub mod samples;
+pub mod tcp_target;
