@@ -1,11 +1,20 @@
-//! `prober: grpc`: the section and its validation. The probe itself comes with the gRPC issue;
-//! until then a grpc module loads and its probes fail with a clear reason.
+//! `prober: grpc`: the standard grpc.health.v1 Health/Check call over a connection we make
+//! ourselves (so TLS facts are recorded as in the other probers), through tonic.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use tokio::time::Instant;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::probe::net::{self, Stream};
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
+use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
 
@@ -59,15 +68,212 @@ impl Spec {
     }
 }
 
+/// `probe_grpc_duration_seconds{phase}`.
+pub static PROBE_GRPC_DURATION_SECONDS: Family = Family::gauge(
+    "probe_grpc_duration_seconds",
+    "Duration of gRPC request by phase",
+);
+/// `probe_grpc_ssl`.
+pub static PROBE_GRPC_SSL: Family = Family::gauge(
+    "probe_grpc_ssl",
+    "Indicates if SSL was used for the connection",
+);
+/// `probe_grpc_status_code`.
+pub static PROBE_GRPC_STATUS_CODE: Family =
+    Family::gauge("probe_grpc_status_code", "Response gRPC status code");
+/// `probe_grpc_healthcheck_response{serving_status}`.
+pub static PROBE_GRPC_HEALTHCHECK_RESPONSE: Family = Family::gauge(
+    "probe_grpc_healthcheck_response",
+    "Response HealthCheck response",
+);
+
+/// The serving statuses of grpc.health.v1, as blackbox labels them.
+const SERVING_STATUSES: [&str; 4] = ["UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"];
+
+/// gRPC's UNAVAILABLE: what a client reports when it cannot connect.
+const UNAVAILABLE: i32 = 14;
+
+impl Spec {
+    /// Connects (TCP, then TLS with ALPN h2 when configured) and records the TLS facts.
+    async fn connect(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        host: &str,
+        cx: &mut ProbeContext<'_>,
+    ) -> Result<Stream, ProbeFailure> {
+        let tcp = net::connect(SocketAddr::new(ip, port), None).await?;
+        if !self.tls {
+            return Ok(Stream::Plain(tcp));
+        }
+        let name = self
+            .tls_config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.to_owned());
+        let (tls_stream, hs) = self.tls_config.handshake(tcp, &name, &[b"h2"]).await?;
+        cx.report.set(&PROBE_GRPC_SSL, 1.0);
+        tls::record(cx.report, &hs);
+        Ok(Stream::Tls(Box::new(tls_stream)))
+    }
+}
+
+fn record_statuses(cx: &mut ProbeContext<'_>, serving: Option<&str>) {
+    for s in SERVING_STATUSES {
+        cx.report.set_labeled(
+            &PROBE_GRPC_HEALTHCHECK_RESPONSE,
+            &[("serving_status", s)],
+            0.0,
+        );
+    }
+    if let Some(s) = serving {
+        cx.report.set_labeled(
+            &PROBE_GRPC_HEALTHCHECK_RESPONSE,
+            &[("serving_status", s)],
+            1.0,
+        );
+    }
+}
+
 impl Prober for Spec {
     async fn probe(
         &self,
-        _req: &ProbeRequest,
-        _cx: &mut ProbeContext<'_>,
+        req: &ProbeRequest,
+        cx: &mut ProbeContext<'_>,
     ) -> Result<(), ProbeFailure> {
-        Err(ProbeFailure::new(
-            FailureKind::Unsupported,
-            "the grpc prober is not implemented in this lookout version yet",
-        ))
+        cx.report
+            .declare_labeled(&PROBE_GRPC_DURATION_SECONDS, &[("phase", "resolve")]);
+        cx.report.declare(&PROBE_GRPC_SSL);
+        cx.report.declare(&PROBE_GRPC_STATUS_CODE);
+        let target = if req.target.starts_with("http://") || req.target.starts_with("https://") {
+            req.target.clone()
+        } else {
+            format!("http://{}", req.target)
+        };
+        let url = url::Url::parse(&target).map_err(|e| {
+            ProbeFailure::new(
+                FailureKind::InvalidTarget,
+                format!("could not parse target URL {target:?}: {e}"),
+            )
+        })?;
+        let host = match url.host() {
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            Some(h) => h.to_string(),
+            None => {
+                return Err(ProbeFailure::new(
+                    FailureKind::InvalidTarget,
+                    format!("target {target:?} has no host"),
+                ));
+            }
+        };
+        let port = url.port().unwrap_or(if self.tls { 443 } else { 80 });
+        let (ip, lookup) = cx.resolver.resolve(&host, self.ip, cx.report).await?;
+        cx.report.add(
+            &PROBE_GRPC_DURATION_SECONDS,
+            &[("phase", "resolve")],
+            lookup.as_secs_f64(),
+        );
+
+        let check_start = Instant::now();
+        let result = self.check(ip, port, &host, cx).await;
+        cx.report.add(
+            &PROBE_GRPC_DURATION_SECONDS,
+            &[("phase", "check")],
+            check_start.elapsed().as_secs_f64(),
+        );
+        match result {
+            Ok(serving) => {
+                cx.report.set(&PROBE_GRPC_STATUS_CODE, 0.0);
+                record_statuses(cx, Some(serving));
+                if serving == "SERVING" {
+                    Ok(())
+                } else {
+                    Err(ProbeFailure::new(
+                        FailureKind::Assertion,
+                        format!("service {:?} is {serving}", self.service),
+                    ))
+                }
+            }
+            Err((code, failure)) => {
+                cx.report.set(&PROBE_GRPC_STATUS_CODE, f64::from(code));
+                record_statuses(cx, None);
+                Err(failure)
+            }
+        }
+    }
+}
+
+impl Spec {
+    /// One grpc.health.v1 Check over a connection we made; the gRPC status code on failure.
+    async fn check(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        host: &str,
+        cx: &mut ProbeContext<'_>,
+    ) -> Result<&'static str, (i32, ProbeFailure)> {
+        let stream = self
+            .connect(ip, port, host, cx)
+            .await
+            .map_err(|f| (UNAVAILABLE, f))?;
+        let slot = Arc::new(Mutex::new(Some(stream)));
+        let connector = tower::service_fn(move |_: http::Uri| {
+            let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            async move {
+                taken
+                    .map(hyper_util::rt::TokioIo::new)
+                    .ok_or_else(|| std::io::Error::other("the probe's connection was already used"))
+            }
+        });
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| {
+                (
+                    UNAVAILABLE,
+                    ProbeFailure::new(
+                        FailureKind::InvalidTarget,
+                        format!("invalid gRPC authority {authority:?}: {e}"),
+                    ),
+                )
+            })?;
+        let channel = endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| {
+                (
+                    UNAVAILABLE,
+                    ProbeFailure::new(FailureKind::Protocol, format!("gRPC connection: {e}")),
+                )
+            })?;
+        let mut client = HealthClient::new(channel);
+        let request = HealthCheckRequest {
+            service: self.service.clone(),
+        };
+        match client.check(request).await {
+            Ok(resp) => {
+                let status = resp.into_inner().status;
+                Ok(match ServingStatus::try_from(status) {
+                    Ok(ServingStatus::Serving) => "SERVING",
+                    Ok(ServingStatus::NotServing) => "NOT_SERVING",
+                    Ok(ServingStatus::ServiceUnknown) => "SERVICE_UNKNOWN",
+                    _ => "UNKNOWN",
+                })
+            }
+            Err(status) => Err((
+                status.code() as i32,
+                ProbeFailure::new(
+                    FailureKind::Protocol,
+                    format!(
+                        "health check failed: {:?}: {}",
+                        status.code(),
+                        status.message()
+                    ),
+                ),
+            )),
+        }
     }
 }

@@ -126,10 +126,14 @@ pub fn diff(lookout: &Samples, blackbox: &Samples) -> Vec<String> {
     let our_names: BTreeSet<&String> = ours.keys().collect();
     let their_names: BTreeSet<&String> = theirs.keys().collect();
     for missing in their_names.difference(&our_names) {
-        out.push(format!("family {missing}: present in blackbox, missing in lookout"));
+        out.push(format!(
+            "family {missing}: present in blackbox, missing in lookout"
+        ));
     }
     for extra in our_names.difference(&their_names) {
-        out.push(format!("family {extra}: present in lookout, absent in blackbox"));
+        out.push(format!(
+            "family {extra}: present in lookout, absent in blackbox"
+        ));
     }
 
     for (name, theirs) in &theirs {
@@ -225,7 +229,10 @@ mod tests {
         assert!(d.contains("probe_http_version: present in blackbox"), "{d}");
         assert!(d.contains("probe_extra: present in lookout"), "{d}");
         assert!(d.contains("probe_success: HELP"), "{d}");
-        assert!(d.contains("probe_success{}: lookout [0.0] vs blackbox [1.0]"), "{d}");
+        assert!(
+            d.contains("probe_success{}: lookout [0.0] vs blackbox [1.0]"),
+            "{d}"
+        );
     }
 
     #[test]
@@ -258,7 +265,10 @@ mod tests {
             plain.text
         ));
         let d = diff(&with_cipher, &plain).join("\n");
-        assert!(d.contains("probe_tls_cipher_info: present in lookout"), "{d}");
+        assert!(
+            d.contains("probe_tls_cipher_info: present in lookout"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -34,3 +34,24 @@ async fn non_numeric_scrape_timeout_is_500() {
         )
         .await;
 }
+
+#[tokio::test]
+async fn probe_with_empty_target_is_400() {
+    Scenario::new("probe_with_empty_target_is_400", http_module(""))
+        .request(&format!("/probe?module={MODULE}&target="), &[])
+        .await;
+}
+
+/// `hostname=` may not contradict a Host header the module sets.
+#[tokio::test]
+async fn hostname_conflicting_with_host_header_is_400() {
+    Scenario::new(
+        "hostname_conflicting_with_host_header_is_400",
+        http_module("headers:\n  Host: configured.example"),
+    )
+    .request(
+        &format!("/probe?module={MODULE}&target=127.0.0.1&hostname=asked.example"),
+        &[],
+    )
+    .await;
+}

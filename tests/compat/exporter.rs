@@ -58,7 +58,10 @@ pub fn blackbox_binary(scenario: &str) -> Option<PathBuf> {
             bar = "!".repeat(78),
         );
     });
-    let _ = writeln!(stderr, "SKIPPED compat scenario {scenario}: no blackbox_exporter");
+    let _ = writeln!(
+        stderr,
+        "SKIPPED compat scenario {scenario}: no blackbox_exporter"
+    );
     None
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::runner::{Scenario, http_module};
+use crate::runner::{ECHO_NOTE, Scenario, http_module};
 use crate::support::certs::{self, Ca, DAY, Leaf, now_unix};
 use crate::support::http_target::{HttpTarget, Route};
 
@@ -142,6 +142,7 @@ fail_if_body_not_matches_regexp:
   - '\n\n\{"hello":"compat"\}$'"#,
     );
     Scenario::new("post_with_body_and_headers", module)
+        .note(ECHO_NOTE)
         .expect_success(true)
         .probe(&target.url("/"))
         .await;
@@ -160,6 +161,7 @@ fail_if_body_not_matches_regexp:
   - '(?m)^authorization: Basic dXNlcjpwYXNz$'"#,
     );
     Scenario::new("basic_auth_is_sent", module)
+        .note(ECHO_NOTE)
         .expect_success(true)
         .probe(&target.url("/"))
         .await;
@@ -282,10 +284,7 @@ async fn last_modified_header() {
 
 #[tokio::test]
 async fn body_size_limit_exceeded_fails() {
-    let target = HttpTarget::new()
-        .route("/", Route::big(4096))
-        .start()
-        .await;
+    let target = HttpTarget::new().route("/", Route::big(4096)).start().await;
     Scenario::new(
         "body_size_limit_exceeded_fails",
         http_module("body_size_limit: 1KB"),
@@ -385,10 +384,7 @@ async fn https_expired_leaf_fails() {
 #[tokio::test]
 async fn https_wrong_hostname_fails() {
     let ca = Ca::new(certs::TEST_CA_NAME);
-    let leaf = ca
-        .leaf(&["wrong.example"])
-        .organization(LEAF_ORG)
-        .build();
+    let leaf = ca.leaf(&["wrong.example"]).organization(LEAF_ORG).build();
     let target = HttpTarget::new()
         .route("/", Route::ok("who am i\n"))
         .start_tls(&leaf)

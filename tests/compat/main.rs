@@ -13,5 +13,6 @@ mod support;
 mod diff;
 mod endpoints;
 mod exporter;
+mod http_more;
 mod http_probe;
 mod runner;

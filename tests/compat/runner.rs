@@ -40,14 +40,18 @@ pub struct Scenario {
     dir: Option<TempDir>,
     scrape_timeout: Option<String>,
     expect_success: Option<bool>,
+    extra_query: String,
+    note: Option<&'static str>,
 }
 
 /// Both exporters, running on one scenario's config.
+///
+/// Fields drop in order: both processes are killed before their directory is removed.
 struct Pair {
-    dir: TempDir,
-    config: String,
     lookout: Exporter,
     blackbox: Exporter,
+    config: String,
+    _dir: TempDir,
 }
 
 impl Scenario {
@@ -60,7 +64,22 @@ impl Scenario {
             dir: None,
             scrape_timeout: Some(SCRAPE_TIMEOUT.to_owned()),
             expect_success: None,
+            extra_query: String::new(),
+            note: None,
         }
+    }
+
+    /// A hint printed with any difference, e.g. what the target's body depends on.
+    pub fn note(mut self, note: &'static str) -> Scenario {
+        self.note = Some(note);
+        self
+    }
+
+    /// Adds `&name=value` to the `/probe` query (e.g. `hostname`).
+    pub fn query(mut self, name: &str, value: &str) -> Scenario {
+        self.extra_query
+            .push_str(&format!("&{}={}", q(name), q(value)));
+        self
     }
 
     /// Puts the config into `dir`, where the scenario already wrote files it names (CA files).
@@ -107,10 +126,10 @@ impl Scenario {
         .await;
         let blackbox = Exporter::start("blackbox", &blackbox_bin, &path, dir.path()).await;
         Some(Pair {
-            dir,
-            config,
             lookout,
             blackbox,
+            config,
+            _dir: dir,
         })
     }
 
@@ -119,7 +138,11 @@ impl Scenario {
         let Some(pair) = self.start().await else {
             return;
         };
-        let path = format!("/probe?module={MODULE}&target={}", q(target));
+        let path = format!(
+            "/probe?module={MODULE}&target={}{}",
+            q(target),
+            self.extra_query
+        );
         let headers: Vec<(&str, &str)> = self
             .scrape_timeout
             .as_deref()
@@ -133,8 +156,12 @@ impl Scenario {
 
         let context = || {
             format!(
-                "target {target}, scrape timeout {:?}\n--- config ---\n{}",
-                self.scrape_timeout, pair.config
+                "GET {path}, scrape timeout {:?}\n{}--- config ---\n{}",
+                self.scrape_timeout,
+                self.note
+                    .map(|n| format!("note: {n}\n"))
+                    .unwrap_or_default(),
+                pair.config
             )
         };
         let (ours_ct, theirs_ct) = (ours.content_type.clone(), theirs.content_type.clone());
@@ -158,10 +185,7 @@ impl Scenario {
         if std::env::var_os(DUMP_ENV).is_some() {
             eprintln!(
                 "=== compat scenario `{}` ({}) ===\n--- blackbox ---\n{}--- lookout ---\n{}",
-                self.name,
-                target,
-                theirs.text,
-                ours.text
+                self.name, target, theirs.text, ours.text
             );
         }
         let mut problems = Vec::new();
@@ -184,19 +208,26 @@ impl Scenario {
             ));
         }
         if !problems.is_empty() {
+            // The probe logs explain *why* each side got its result; blackbox only shows them
+            // with debug=true, so probe once more that way (only on failure).
+            let debug_path = format!("{path}&debug=true");
+            let (our_debug, their_debug) = tokio::join!(
+                pair.lookout.get(&debug_path, &headers),
+                pair.blackbox.get(&debug_path, &headers)
+            );
             panic!(
                 "compat scenario `{}`: lookout differs from blackbox_exporter\n{}\n\
                  differences:\n  - {}\n--- blackbox exposition ---\n{}\n--- lookout exposition ---\n{}\
-                 --- blackbox log ---\n{}",
+                 \n--- blackbox debug=true (a second probe) ---\n{}\n--- lookout debug=true (a second probe) ---\n{}",
                 self.name,
                 context(),
                 problems.join("\n  - "),
                 theirs.text,
                 ours.text,
-                pair.blackbox.log(),
+                their_debug.body,
+                our_debug.body,
             );
         }
-        drop(pair.dir);
     }
 
     /// Sends `path_and_query` with `headers` to both exporters and compares the HTTP status,
@@ -239,3 +270,9 @@ impl Scenario {
         }
     }
 }
+
+/// The note for scenarios whose target echoes the request: its body lists the request line and
+/// headers, so a body-length difference means the two exporters sent different requests.
+pub const ECHO_NOTE: &str = "the target echoes the request (request line, every header as \
+`name: value`, blank line, body); a content or body length difference means the exporters \
+sent different requests";

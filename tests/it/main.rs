@@ -6,6 +6,8 @@ mod support;
 mod config;
 /// The binary end to end: endpoints, bad requests, reload, --config.check.
 mod endpoints;
+/// The gRPC prober against an in-process tonic health server.
+mod grpc;
 /// Hostile targets: stalls, huge and broken bodies, gzip bombs.
 mod hostile;
 /// The HTTP prober against in-process hyper servers.

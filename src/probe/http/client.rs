@@ -180,7 +180,8 @@ pub(super) async fn probe(
         body: spec.body.clone(),
         headers,
     };
-    let mut cookies: Vec<(String, String, String)> = Vec::new();
+    // A fresh RFC 6265 jar per probe, as blackbox gives each probe a new Go cookie jar.
+    let mut cookies = cookie_store::CookieStore::default();
     let mut redirects = 0usize;
     let mut failure: Option<ProbeFailure> = None;
     let mut hop_index = 0usize;
@@ -194,13 +195,9 @@ pub(super) async fn probe(
             _driver,
         } = sent;
         for v in response.headers().get_all(header::SET_COOKIE) {
-            if let Ok(s) = v.to_str()
-                && let Some((pair, _)) = s.split_once(';').or(Some((s, "")))
-                && let Some((n, val)) = pair.split_once('=')
-            {
-                let host = bare_host(&hop.url);
-                cookies.retain(|(h, name, _)| !(h == &host && name == n.trim()));
-                cookies.push((host, n.trim().to_owned(), val.trim().to_owned()));
+            if let Ok(s) = v.to_str() {
+                // A cookie the jar refuses (bad domain, malformed) is ignored, as Go's jar does.
+                let _ = cookies.parse(s, &hop.url);
             }
         }
         let status = response.status().as_u16();
@@ -246,6 +243,18 @@ pub(super) async fn probe(
         let same_first_host = next_authority == first_authority;
         let host_changed = bare_host(&next) != bare_host(&hop.url);
         let mut headers = hop.headers.clone();
+        // Go's client sends the previous URL (without user info) as Referer, except from
+        // https to http.
+        headers.remove(header::REFERER);
+        if !(hop.url.scheme() == "https" && next.scheme() == "http") {
+            let mut referer = hop.url.clone();
+            let _ = referer.set_username("");
+            let _ = referer.set_password(None);
+            referer.set_fragment(None);
+            if let Ok(v) = HeaderValue::from_str(referer.as_str()) {
+                headers.insert(header::REFERER, v);
+            }
+        }
         if host_changed {
             for h in [
                 header::AUTHORIZATION,
@@ -299,7 +308,7 @@ pub(super) async fn probe(
         r.set(&PROBE_HTTP_STATUS_CODE, f64::from(status));
         r.set(
             &PROBE_HTTP_CONTENT_LENGTH,
-            content_length(&response, &hop.method) as f64,
+            content_length(&response) as f64,
         );
         r.set(&PROBE_HTTP_REDIRECTS, redirects as f64);
         r.set(&PROBE_HTTP_SSL, if over_tls.is_some() { 1.0 } else { 0.0 });
@@ -417,7 +426,7 @@ pub(super) async fn probe(
 }
 
 /// Go's `resp.ContentLength`: the header's value, 0 for bodiless statuses, else -1.
-fn content_length(resp: &http::Response<Incoming>, method: &Method) -> i64 {
+fn content_length(resp: &http::Response<Incoming>) -> i64 {
     let status = resp.status().as_u16();
     if (100..200).contains(&status) || status == 204 || status == 304 {
         return 0;
@@ -432,7 +441,6 @@ fn content_length(resp: &http::Response<Incoming>, method: &Method) -> i64 {
         .and_then(|v| v.trim().parse().ok())
     {
         Some(n) => n,
-        None if method == Method::HEAD => -1,
         None => -1,
     }
 }
@@ -486,7 +494,7 @@ async fn send(
     spec: &Spec,
     hop: &Hop,
     hop_index: usize,
-    cookies: &[(String, String, String)],
+    cookies: &cookie_store::CookieStore,
     cx: &mut ProbeContext<'_>,
 ) -> Result<SentRequest, ProbeFailure> {
     let https = hop.url.scheme() == "https";
@@ -618,11 +626,9 @@ async fn send(
     if let Some(auth) = &spec.authorization {
         h.insert(header::AUTHORIZATION, auth.clone());
     }
-    let host_key = bare_host(&hop.url);
     let cookie: Vec<String> = cookies
-        .iter()
-        .filter(|(h, _, _)| *h == host_key)
-        .map(|(_, n, v)| format!("{n}={v}"))
+        .get_request_values(&hop.url)
+        .map(|(n, v)| format!("{n}={v}"))
         .collect();
     if !cookie.is_empty()
         && let Ok(v) = HeaderValue::from_str(&cookie.join("; "))
