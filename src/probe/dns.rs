@@ -1,16 +1,66 @@
-//! `prober: dns`: the section and its validation. The probe itself comes with the DNS issue;
-//! until then a dns module loads and its probes fail with a clear reason.
+//! `prober: dns`: one query to the target over UDP, TCP or DNS over TLS, checked the way
+//! blackbox_exporter 0.23 checks it (rcode, then the answer, authority and additional records
+//! against regular expressions).
+//!
+//! `wire` builds the query and decodes the response; `render` prints each record as Go's
+//! miekg/dns does, because that text is what users' regular expressions were written against.
 
+mod render;
+mod wire;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::str::FromStr;
 
 use hickory_resolver::proto::rr::{DNSClass, RecordType};
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use tokio::time::Instant;
+use tracing::debug;
 
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
+use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
 use crate::values::Regex;
+
+use self::render::Record;
+use self::wire::Response;
+
+/// `probe_dns_duration_seconds{phase}`.
+pub static PROBE_DNS_DURATION_SECONDS: Family = Family::gauge(
+    "probe_dns_duration_seconds",
+    "Duration of DNS request by phase",
+);
+/// `probe_dns_answer_rrs`.
+pub static PROBE_DNS_ANSWER_RRS: Family = Family::gauge(
+    "probe_dns_answer_rrs",
+    "Returns number of entries in the answer resource record list",
+);
+/// `probe_dns_authority_rrs`.
+pub static PROBE_DNS_AUTHORITY_RRS: Family = Family::gauge(
+    "probe_dns_authority_rrs",
+    "Returns number of entries in the authority resource record list",
+);
+/// `probe_dns_additional_rrs`.
+pub static PROBE_DNS_ADDITIONAL_RRS: Family = Family::gauge(
+    "probe_dns_additional_rrs",
+    "Returns number of entries in the additional resource record list",
+);
+/// `probe_dns_query_succeeded`.
+pub static PROBE_DNS_QUERY_SUCCEEDED: Family = Family::gauge(
+    "probe_dns_query_succeeded",
+    "Displays whether or not the query was executed successfully",
+);
+/// `probe_dns_serial`: present only when the query type is SOA and a response arrived.
+pub static PROBE_DNS_SERIAL: Family =
+    Family::gauge("probe_dns_serial", "Returns the serial number of the zone");
+
+/// The UDP receive buffer. blackbox's client (miekg/dns) sends no EDNS and reads datagrams into
+/// 512 bytes, the classic limit; a longer datagram is cut there and then fails to decode, as it
+/// does in blackbox.
+const UDP_BUFFER: usize = 512;
 
 /// One `validate_*_rrs` block.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -205,15 +255,520 @@ impl Spec {
     }
 }
 
+/// The number of an rcode name (miekg's `StringToRcode`, plus BADVERS, which shares 16 with
+/// BADSIG).
+fn rcode_value(name: &str) -> Option<u16> {
+    let value = match name {
+        "NOERROR" => 0,
+        "FORMERR" => 1,
+        "SERVFAIL" => 2,
+        "NXDOMAIN" => 3,
+        "NOTIMP" => 4,
+        "REFUSED" => 5,
+        "YXDOMAIN" => 6,
+        "YXRRSET" => 7,
+        "NXRRSET" => 8,
+        "NOTAUTH" => 9,
+        "NOTZONE" => 10,
+        "BADSIG" | "BADVERS" => 16,
+        "BADKEY" => 17,
+        "BADTIME" => 18,
+        "BADMODE" => 19,
+        "BADNAME" => 20,
+        "BADALG" => 21,
+        "BADTRUNC" => 22,
+        "BADCOOKIE" => 23,
+        _ => return None,
+    };
+    Some(value)
+}
+
+/// The name of an rcode for messages, or its number when it has none.
+fn rcode_name(rcode: u16) -> String {
+    RCODES
+        .iter()
+        .find(|name| rcode_value(name) == Some(rcode))
+        .map(|name| (*name).to_owned())
+        .unwrap_or_else(|| rcode.to_string())
+}
+
+/// Splits a target as blackbox does: Go's `net.SplitHostPort`, and when that fails the whole
+/// target is the host and the port is the default.
+fn split_target(target: &str, default_port: u16) -> (String, String) {
+    match split_host_port(target) {
+        Some((host, port)) => (host.to_owned(), port.to_owned()),
+        None => (target.to_owned(), default_port.to_string()),
+    }
+}
+
+/// Go's `net.SplitHostPort`; `None` where Go returns an error.
+fn split_host_port(s: &str) -> Option<(&str, &str)> {
+    let colon = s.rfind(':')?;
+    let (host, not_open, not_close) = if s.starts_with('[') {
+        let end = s.find(']')?;
+        if end + 1 != colon {
+            return None;
+        }
+        (&s[1..end], 1, end + 1)
+    } else {
+        let host = &s[..colon];
+        if host.contains(':') {
+            return None;
+        }
+        (host, 0, 0)
+    };
+    if s[not_open..].contains('[') || s[not_close..].contains(']') {
+        return None;
+    }
+    Some((host, &s[colon + 1..]))
+}
+
+/// Applies one `validate_*_rrs` block to a section, in blackbox's order; the error says why.
+fn check_records(records: &[Record], v: &RrValidator) -> Result<(), String> {
+    if records.is_empty() && !v.fail_if_not_matches_regexp.is_empty() {
+        return Err("fail_if_not_matches_regexp specified but no RRs returned".to_owned());
+    }
+    if records.is_empty() && !v.fail_if_none_matches_regexp.is_empty() {
+        return Err("fail_if_none_matches_regexp specified but no RRs returned".to_owned());
+    }
+    let matches = |re: &Regex, rr: &Record| re.bytes.is_match(rr.text.as_bytes());
+    let mut all_match = true;
+    let mut any_match = false;
+    for rr in records {
+        debug!(rr = %rr.text, "Validating RR");
+        if let Some(re) = v.fail_if_matches_regexp.iter().find(|re| matches(re, rr)) {
+            return Err(format!(
+                "at least one RR matched regexp {:?}: {:?}",
+                re.as_str(),
+                rr.text
+            ));
+        }
+        if v.fail_if_all_match_regexp.iter().any(|re| !matches(re, rr)) {
+            all_match = false;
+        }
+        if let Some(re) = v
+            .fail_if_not_matches_regexp
+            .iter()
+            .find(|re| !matches(re, rr))
+        {
+            return Err(format!(
+                "at least one RR did not match regexp {:?}: {:?}",
+                re.as_str(),
+                rr.text
+            ));
+        }
+        if v.fail_if_none_matches_regexp
+            .iter()
+            .any(|re| matches(re, rr))
+        {
+            any_match = true;
+        }
+    }
+    // blackbox 0.23 fails fail_if_all_match_regexp when *not* all records match; kept for
+    // compatibility.
+    if !v.fail_if_all_match_regexp.is_empty() && !all_match {
+        return Err("not all RRs matched fail_if_all_match_regexp".to_owned());
+    }
+    if !v.fail_if_none_matches_regexp.is_empty() && !any_match {
+        return Err("none of the RRs matched fail_if_none_matches_regexp".to_owned());
+    }
+    Ok(())
+}
+
+fn io_failure(kind: FailureKind, what: &str, addr: SocketAddr, e: std::io::Error) -> ProbeFailure {
+    ProbeFailure::new(kind, format!("{what} {addr}: {e}"))
+}
+
+/// The local address to bind: the configured source, or the unspecified address of the
+/// target's family.
+fn local_addr(source: Option<IpAddr>, target: SocketAddr) -> SocketAddr {
+    let ip = source.unwrap_or(match target {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    SocketAddr::new(ip, 0)
+}
+
+async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ProbeFailure> {
+    let fail = |e| io_failure(FailureKind::Connect, "connecting to", addr, e);
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(fail)?;
+    if let Some(src) = source {
+        socket.bind(SocketAddr::new(src, 0)).map_err(|e| {
+            ProbeFailure::new(
+                FailureKind::Connect,
+                format!("binding source address {src}: {e}"),
+            )
+        })?;
+    }
+    let stream = socket.connect(addr).await.map_err(fail)?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// One length-prefixed exchange over a stream (TCP, or TLS over TCP). `sent` is when the query
+/// went out: the start of blackbox's request phase.
+async fn exchange_stream<S>(
+    mut stream: S,
+    addr: SocketAddr,
+    query: &[u8],
+    id: u16,
+    sent: &mut Option<Instant>,
+) -> Result<Response, ProbeFailure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let len = u16::try_from(query.len()).map_err(|_| {
+        ProbeFailure::new(
+            FailureKind::Protocol,
+            "the query is longer than 65535 bytes",
+        )
+    })?;
+    let mut frame = Vec::with_capacity(query.len() + 2);
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(query);
+    *sent = Some(Instant::now());
+    let written = async {
+        stream.write_all(&frame).await?;
+        stream.flush().await
+    }
+    .await;
+    if let Err(e) = written {
+        *sent = None;
+        return Err(io_failure(
+            FailureKind::Connect,
+            "sending the query to",
+            addr,
+            e,
+        ));
+    }
+    let read_failure = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            ProbeFailure::new(
+                FailureKind::Protocol,
+                format!("{addr} closed the connection before a complete response"),
+            )
+        } else {
+            io_failure(FailureKind::Connect, "reading the response from", addr, e)
+        }
+    };
+    // The length prefix bounds the read at 65535 bytes.
+    let len = usize::from(stream.read_u16().await.map_err(read_failure)?);
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf).await.map_err(read_failure)?;
+    let response = decode(&buf, addr)?;
+    if response.id != id {
+        return Err(ProbeFailure::new(
+            FailureKind::Protocol,
+            format!("response id {} does not match query id {id}", response.id),
+        ));
+    }
+    Ok(response)
+}
+
+/// One exchange over UDP from a connected socket. Datagrams with another id are skipped (they
+/// may answer an earlier query), as miekg does; the deadline bounds the wait.
+async fn exchange_udp(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    query: &[u8],
+    id: u16,
+    sent: &mut Option<Instant>,
+) -> Result<Response, ProbeFailure> {
+    let bind = local_addr(source, addr);
+    let socket = UdpSocket::bind(bind).await.map_err(|e| {
+        ProbeFailure::new(
+            FailureKind::Connect,
+            format!("binding a UDP socket to {bind}: {e}"),
+        )
+    })?;
+    socket
+        .connect(addr)
+        .await
+        .map_err(|e| io_failure(FailureKind::Connect, "connecting to", addr, e))?;
+    *sent = Some(Instant::now());
+    if let Err(e) = socket.send(query).await {
+        *sent = None;
+        return Err(io_failure(
+            FailureKind::Connect,
+            "sending the query to",
+            addr,
+            e,
+        ));
+    }
+    let mut buf = [0u8; UDP_BUFFER];
+    loop {
+        let n = socket
+            .recv(&mut buf)
+            .await
+            .map_err(|e| io_failure(FailureKind::Connect, "reading the response from", addr, e))?;
+        let response = decode(&buf[..n], addr)?;
+        if response.id == id {
+            return Ok(response);
+        }
+        debug!(
+            id = response.id,
+            expected = id,
+            "Ignoring a response with another id"
+        );
+    }
+}
+
+fn decode(buf: &[u8], addr: SocketAddr) -> Result<Response, ProbeFailure> {
+    wire::decode(buf).map_err(|e| {
+        ProbeFailure::new(
+            FailureKind::Protocol,
+            format!("invalid DNS response from {addr}: {e}"),
+        )
+    })
+}
+
+impl Spec {
+    /// Dials `addr` (handshaking TLS for DoT, verified against `server_name`) and exchanges
+    /// `query` for a response.
+    async fn exchange(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+        query: &[u8],
+        id: u16,
+        sent: &mut Option<Instant>,
+    ) -> Result<Response, ProbeFailure> {
+        if !self.tcp {
+            return exchange_udp(addr, self.source_ip, query, id, sent).await;
+        }
+        let stream = connect_tcp(addr, self.source_ip).await?;
+        if self.dot {
+            let (tls, _) = self.tls_config.handshake(stream, server_name, &[]).await?;
+            exchange_stream(tls, addr, query, id, sent).await
+        } else {
+            exchange_stream(stream, addr, query, id, sent).await
+        }
+    }
+}
+
 impl Prober for Spec {
     async fn probe(
         &self,
-        _req: &ProbeRequest,
-        _cx: &mut ProbeContext<'_>,
+        req: &ProbeRequest,
+        cx: &mut ProbeContext<'_>,
     ) -> Result<(), ProbeFailure> {
-        Err(ProbeFailure::new(
-            FailureKind::Unsupported,
-            "the dns prober is not implemented in this lookout version yet",
-        ))
+        for phase in ["resolve", "connect", "request"] {
+            cx.report
+                .declare_labeled(&PROBE_DNS_DURATION_SECONDS, &[("phase", phase)]);
+        }
+        cx.report.declare(&PROBE_DNS_ANSWER_RRS);
+        cx.report.declare(&PROBE_DNS_AUTHORITY_RRS);
+        cx.report.declare(&PROBE_DNS_ADDITIONAL_RRS);
+        cx.report.declare(&PROBE_DNS_QUERY_SUCCEEDED);
+
+        let (host, port) = split_target(&req.target, if self.dot { 853 } else { 53 });
+        let (ip, lookup) = cx.resolver.resolve(&host, self.ip, cx.report).await?;
+        cx.report.add(
+            &PROBE_DNS_DURATION_SECONDS,
+            &[("phase", "resolve")],
+            lookup.as_secs_f64(),
+        );
+        let port: u16 = port.parse().map_err(|_| {
+            ProbeFailure::new(
+                FailureKind::InvalidTarget,
+                format!("invalid port {port:?} in target {:?}", req.target),
+            )
+        })?;
+        let addr = SocketAddr::new(ip, port);
+        let (id, query) = wire::query(
+            &self.query_name,
+            self.query_type,
+            self.query_class,
+            self.recursion_desired,
+        )
+        .map_err(|e| ProbeFailure::new(FailureKind::Protocol, e))?;
+        let server_name = match self.tls_config.server_name.as_deref() {
+            Some(name) if !name.is_empty() => name,
+            _ => host.as_str(),
+        };
+        debug!(
+            target_addr = %addr,
+            transport = if self.dot { "tcp-tls" } else if self.tcp { "tcp" } else { "udp" },
+            query = %self.query_name,
+            r#type = %self.query_type,
+            class = %self.query_class,
+            "Making DNS query"
+        );
+
+        // Like blackbox: the request phase runs from sending the query to reading the response,
+        // and the connect phase is the rest (dialling, and the TLS handshake for DoT). Both are
+        // recorded even when the exchange fails, so the deadline is applied here, not only by
+        // `probe::run`.
+        let start = Instant::now();
+        let mut sent = None;
+        let result = tokio::time::timeout_at(
+            cx.deadline,
+            self.exchange(addr, server_name, &query, id, &mut sent),
+        )
+        .await;
+        let end = Instant::now();
+        let request = sent.map(|t| end - t).unwrap_or_default();
+        let connect = (end - start).saturating_sub(request);
+        cx.report.set_labeled(
+            &PROBE_DNS_DURATION_SECONDS,
+            &[("phase", "connect")],
+            connect.as_secs_f64(),
+        );
+        cx.report.set_labeled(
+            &PROBE_DNS_DURATION_SECONDS,
+            &[("phase", "request")],
+            request.as_secs_f64(),
+        );
+        let response = match result {
+            Ok(Ok(response)) => response,
+            Ok(Err(failure)) => return Err(failure),
+            Err(_) => {
+                return Err(ProbeFailure::new(
+                    FailureKind::Timeout,
+                    format!("no DNS response from {addr} before the deadline"),
+                ));
+            }
+        };
+        debug!(
+            rcode = %rcode_name(response.rcode),
+            answer = response.answer.len(),
+            authority = response.authority.len(),
+            additional = response.additional.len(),
+            "Got response"
+        );
+
+        cx.report
+            .set(&PROBE_DNS_ANSWER_RRS, response.answer.len() as f64);
+        cx.report
+            .set(&PROBE_DNS_AUTHORITY_RRS, response.authority.len() as f64);
+        cx.report
+            .set(&PROBE_DNS_ADDITIONAL_RRS, response.additional.len() as f64);
+        cx.report.set(&PROBE_DNS_QUERY_SUCCEEDED, 1.0);
+        if self.query_type == RecordType::SOA {
+            cx.report.declare(&PROBE_DNS_SERIAL);
+            for serial in response.answer.iter().filter_map(|r| r.soa_serial) {
+                cx.report.set(&PROBE_DNS_SERIAL, f64::from(serial));
+            }
+        }
+
+        let valid = self
+            .valid_rcodes
+            .iter()
+            .any(|name| rcode_value(name) == Some(response.rcode));
+        if !valid {
+            return Err(ProbeFailure::new(
+                FailureKind::Assertion,
+                format!(
+                    "rcode {} is not one of the valid rcodes [{}]",
+                    rcode_name(response.rcode),
+                    self.valid_rcodes.join(", ")
+                ),
+            ));
+        }
+        debug!(rcode = %rcode_name(response.rcode), "Rcode is valid");
+        let sections = [
+            ("Answer", &response.answer),
+            ("Authority", &response.authority),
+            ("Additional", &response.additional),
+        ];
+        for ((section, records), validator) in sections.into_iter().zip(&self.validators) {
+            debug!("Validating {section} RRs");
+            check_records(records, validator).map_err(|why| {
+                ProbeFailure::new(
+                    FailureKind::Assertion,
+                    format!("{section} RRs validation failed: {why}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rr(text: &str) -> Record {
+        Record {
+            rtype: 1,
+            ttl: 0,
+            text: text.to_owned(),
+            soa_serial: None,
+        }
+    }
+
+    fn re(s: &str) -> Vec<Regex> {
+        vec![Regex::new(s).unwrap()]
+    }
+
+    const A1: &str = "example.org.\t3600\tIN\tA\t192.0.2.1";
+    const A2: &str = "example.org.\t3600\tIN\tA\t192.0.2.2";
+
+    #[test]
+    fn validators_follow_blackbox() {
+        let both = [rr(A1), rr(A2)];
+        let v = |f: fn(&mut RrValidator)| {
+            let mut v = RrValidator::default();
+            f(&mut v);
+            v
+        };
+        assert!(check_records(&both, &RrValidator::default()).is_ok());
+        assert!(check_records(&[], &RrValidator::default()).is_ok());
+
+        let matches = v(|v| v.fail_if_matches_regexp = re(r"192\.0\.2\.2"));
+        assert!(check_records(&both, &matches).is_err());
+        assert!(check_records(&both[..1], &matches).is_ok());
+
+        // 0.23 quirk: fails when not every record matches, passes when all do.
+        let all = v(|v| v.fail_if_all_match_regexp = re(r"192\.0\.2\.1"));
+        assert!(check_records(&both, &all).is_err());
+        assert!(check_records(&both[..1], &all).is_ok());
+        assert!(check_records(&[], &all).is_ok());
+
+        let not = v(|v| v.fail_if_not_matches_regexp = re(r"\tA\t192\.0\.2\.1$"));
+        assert!(check_records(&both, &not).is_err());
+        assert!(check_records(&both[..1], &not).is_ok());
+        assert!(check_records(&[], &not).is_err());
+
+        let none = v(|v| v.fail_if_none_matches_regexp = re(r"192\.0\.2\.2"));
+        assert!(check_records(&both, &none).is_ok());
+        assert!(check_records(&both[..1], &none).is_err());
+        assert!(check_records(&[], &none).is_err());
+    }
+
+    #[test]
+    fn targets_split_like_go() {
+        let s = |t: &str, d: u16| split_target(t, d);
+        assert_eq!(s("127.0.0.1", 53), ("127.0.0.1".into(), "53".into()));
+        assert_eq!(s("127.0.0.1:5353", 53), ("127.0.0.1".into(), "5353".into()));
+        assert_eq!(s("dns.example", 853), ("dns.example".into(), "853".into()));
+        assert_eq!(
+            s("dns.example:53", 853),
+            ("dns.example".into(), "53".into())
+        );
+        assert_eq!(s("[::1]:5353", 53), ("::1".into(), "5353".into()));
+        assert_eq!(s("::1", 53), ("::1".into(), "53".into()));
+        assert_eq!(s("2001:db8::1", 53), ("2001:db8::1".into(), "53".into()));
+        assert_eq!(s("host:abc", 53), ("host".into(), "abc".into()));
+        assert_eq!(s("[::1]", 53), ("[::1]".into(), "53".into()));
+        assert_eq!(s("[::1]x:53", 53), ("[::1]x:53".into(), "53".into()));
+        assert_eq!(s("a]:53", 53), ("a]:53".into(), "53".into()));
+    }
+
+    #[test]
+    fn rcode_names_round_trip() {
+        for name in RCODES {
+            let value = rcode_value(name).unwrap();
+            if *name != "BADVERS" {
+                assert_eq!(rcode_name(value), *name);
+            }
+        }
+        assert_eq!(rcode_name(3), "NXDOMAIN");
+        assert_eq!(rcode_name(16), "BADSIG");
+        assert_eq!(rcode_name(4000), "4000");
     }
 }

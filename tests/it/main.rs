@@ -4,6 +4,8 @@ mod support;
 
 /// Config loading: every documented field, and one golden error per bad file.
 mod config;
+/// The DNS prober against an in-process hickory-server: UDP, TCP, DoT, rcodes, RR validators.
+mod dns;
 /// The binary end to end: endpoints, bad requests, reload, --config.check.
 mod endpoints;
 /// The gRPC prober against an in-process tonic health server.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod dns_target;
 pub mod http_target;
 pub mod lookout;
 pub mod samples;
