@@ -10,6 +10,8 @@ mod dns;
 mod endpoints;
 /// The gRPC prober against an in-process tonic health server.
 mod grpc;
+/// The ICMP prober on loopback and in network namespaces the tests create.
+mod icmp;
 /// Hostile targets: stalls, huge and broken bodies, gzip bombs.
 mod hostile;
 /// The HTTP prober against in-process hyper servers.
