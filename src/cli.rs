@@ -43,9 +43,25 @@ pub struct Cli {
     #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
     pub log_level: String,
 
+    /// Watch the config file and reload when it changes (`--config.watch=false` to turn off).
+    #[arg(long = "config.watch", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub config_watch: bool,
+
+    /// How often the config file is checked for changes.
+    #[arg(long = "config.watch-interval", default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    pub config_watch_interval: std::time::Duration,
+
+    /// On SIGTERM/SIGINT, how long running probes may take to finish before lookout exits.
+    #[arg(long = "shutdown.grace-period", default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shutdown_grace_period: std::time::Duration,
+
     /// Output format of log messages.
     #[arg(long = "log.format", value_enum, default_value = "logfmt")]
     pub log_format: LogFormat,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::values::parse_duration(s)
 }
 
 /// The default config compiled into the binary.

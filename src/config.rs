@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod module;
+pub mod targets;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::ConfigError;
 pub use module::{Module, RawModule};
+pub use targets::{RawDefaults, RawScheduler, RawTarget, SchedulerSettings, Target};
 
 /// The file as written.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -21,15 +23,48 @@ pub struct RawConfig {
     /// Modules by name.
     #[serde(default)]
     pub modules: BTreeMap<String, RawModule>,
+    /// Defaults for scheduled targets (a lookout extension).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub defaults: RawDefaults,
+    /// Scheduler settings (a lookout extension).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub scheduler: RawScheduler,
+    /// Targets lookout probes on its own (a lookout extension).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<RawTarget>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// A loaded, validated config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Modules by name.
     pub modules: BTreeMap<String, Arc<Module>>,
+    /// Scheduled targets, in file order.
+    pub targets: Vec<Arc<Target>>,
+    /// Scheduler settings.
+    pub scheduler: SchedulerSettings,
     /// The file it came from (`EMBEDDED_NAME` for the built-in default).
     pub file: PathBuf,
+    /// The extension sections as written, for `/config`.
+    raw_extensions: (RawDefaults, RawScheduler, Vec<RawTarget>),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            modules: BTreeMap::new(),
+            targets: Vec::new(),
+            scheduler: SchedulerSettings {
+                max_concurrency: 256,
+            },
+            file: PathBuf::new(),
+            raw_extensions: Default::default(),
+        }
+    }
 }
 
 impl Config {
@@ -41,6 +76,9 @@ impl Config {
                 .iter()
                 .map(|(k, m)| (k.clone(), m.raw.clone()))
                 .collect(),
+            defaults: self.raw_extensions.0.clone(),
+            scheduler: self.raw_extensions.1.clone(),
+            targets: self.raw_extensions.2.clone(),
         };
         serde_norway::to_string(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -74,6 +112,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates config `text` that came from `path` (relative file names in it are read
 /// relative to `path`'s directory).
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    // As blackbox: a file with no YAML document (empty, or only comments) is an error, not an
+    // empty config — usually a mount or templating mistake.
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#') || l.trim() == "---")
+    {
+        return Err(ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            field: String::new(),
+            message: "the config file is empty".into(),
+        });
+    }
     let de = serde_norway::Deserializer::from_str(text);
     let raw: RawConfig = match serde_path_to_error::deserialize(de) {
         Ok(raw) => raw,
@@ -108,7 +160,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut modules = BTreeMap::new();
-    for (name, raw_module) in raw.modules {
+    for (name, raw_module) in raw.modules.clone() {
         match module::build(&name, raw_module, &base) {
             Ok(m) => {
                 modules.insert(name, Arc::new(m));
@@ -125,9 +177,38 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
         }
     }
+    let scheduler =
+        SchedulerSettings::build(&raw.scheduler).map_err(|(field, message)| ConfigError {
+            file: path.to_path_buf(),
+            line: locate_top(text, "scheduler"),
+            column: None,
+            field,
+            message,
+        })?;
+    let targets = targets::build(&raw.targets, &raw.defaults, &modules).map_err(
+        |(index, field, message)| {
+            let (field, line) = match index {
+                Some(i) => (
+                    format!("targets[{i}].{field}"),
+                    locate_target(text, i, &field),
+                ),
+                None => (field, locate_top(text, "defaults")),
+            };
+            ConfigError {
+                file: path.to_path_buf(),
+                line,
+                column: None,
+                field,
+                message,
+            }
+        },
+    )?;
     Ok(Config {
         modules,
+        targets,
+        scheduler,
         file: path.to_path_buf(),
+        raw_extensions: (raw.defaults, raw.scheduler, raw.targets),
     })
 }
 
@@ -203,6 +284,47 @@ fn locate(text: &str, module: &str, field: &str) -> Option<usize> {
         }
     }
     Some(found + 1)
+}
+
+/// The line of a top-level key.
+fn locate_top(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| l.starts_with(&format!("{key}:")))
+        .map(|i| i + 1)
+}
+
+/// The line of `field` in the `index`th entry of `targets:` (else the entry's first line).
+fn locate_target(text: &str, index: usize, field: &str) -> Option<usize> {
+    let key = format!("{}:", field.split(['.', '[']).next().unwrap_or(field));
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| l.starts_with("targets:"))?;
+    let mut item_indent = None;
+    let mut count = 0usize;
+    let mut item_line = None;
+    for (i, l) in lines.iter().enumerate().skip(start + 1) {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let indent = l.len() - t.len();
+        if indent == 0 {
+            break;
+        }
+        let is_item = t.starts_with("- ") && *item_indent.get_or_insert(indent) == indent;
+        if is_item {
+            if item_line.is_some() {
+                break;
+            }
+            if count == index {
+                item_line = Some(i);
+            }
+            count += 1;
+        }
+        if item_line.is_some() && t.trim_start_matches("- ").starts_with(&key) {
+            return Some(i + 1);
+        }
+    }
+    item_line.map(|i| i + 1)
 }
 
 #[cfg(test)]

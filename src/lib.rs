@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod reload;
+pub mod schedule;
 pub mod secret;
 pub mod server;
 pub mod store;
@@ -29,7 +30,9 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
-use crate::cli::Cli;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, ConfigSource};
 use crate::metrics::process::SelfMetrics;
 use crate::probe::resolve::Resolver;
 use crate::server::State;
@@ -40,9 +43,10 @@ use crate::store::History;
 pub struct App {
     /// The address the web server listens on (tests bind port 0 and read it here).
     pub local_addr: SocketAddr,
-    /// Shared state (config, metrics).
+    /// Shared state (config, metrics, scheduler).
     pub state: Arc<State>,
-    /// The server task; ends after `shutdown` resolves.
+    /// Ends when the server has stopped and the scheduler has let its probes finish (up to the
+    /// grace period) after `shutdown` resolved.
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -66,7 +70,8 @@ fn normalise_prefix(p: &str) -> String {
 }
 
 impl App {
-    /// Loads the config, binds the listener and starts serving until `shutdown` resolves.
+    /// Loads the config, binds the listener, starts the scheduler and serves until `shutdown`
+    /// resolves.
     pub async fn start(
         cli: &Cli,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -75,19 +80,28 @@ impl App {
         let metrics = SelfMetrics::default();
         let source = cli.config_source();
         let config = match config::load_source(&source) {
-            Ok(c) => c,
+            Ok(c) => Arc::new(c),
             Err(e) => {
                 tracing::error!(err = %e, "Error loading config");
                 return Err(anyhow::Error::new(e).context("error loading config"));
             }
         };
         metrics.record_reload(true);
-        tracing::info!(file = %config.file.display(), modules = config.modules.len(), "Loaded config file");
+        tracing::info!(
+            file = %config.file.display(),
+            modules = config.modules.len(),
+            targets = config.targets.len(),
+            "Loaded config file"
+        );
+        let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
+        let resolver = Resolver::system();
         let state = Arc::new(State {
-            config: ArcSwap::from_pointee(config),
-            resolver: Resolver::system(),
+            config: ArcSwap::new(config),
+            config_tx,
+            resolver: resolver.clone(),
             metrics,
             history: History::new(cli.history_limit),
+            scheduler: Arc::new(schedule::Scheduler::default()),
             timeout_offset: cli.timeout_offset,
             prefix: normalise_prefix(&cli.route_prefix),
         });
@@ -111,11 +125,41 @@ impl App {
         };
         let local_addr = listener.local_addr().context("reading the bound address")?;
         tracing::info!(address = %local_addr, "Listening on address");
+
+        let stop = CancellationToken::new();
+        {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stop.cancel();
+            });
+        }
+        let scheduler = tokio::spawn(state.scheduler.clone().run(
+            config_rx,
+            schedule::probe_runner(resolver),
+            stop.clone(),
+            cli.shutdown_grace_period,
+        ));
+        if cli.config_watch && matches!(source, ConfigSource::File(_)) {
+            tokio::spawn(reload::watch(
+                state.clone(),
+                stop.clone(),
+                cli.config_watch_interval,
+            ));
+        }
         let router = server::router(state.clone());
+        let server_stop = stop.clone();
+        let grace = cli.shutdown_grace_period;
         let task = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
+            let serve = axum::serve(listener, router)
+                .with_graceful_shutdown(server_stop.clone().cancelled_owned());
+            // Open `/probe` requests get the grace period too, then the process goes.
+            let served = tokio::select! {
+                r = std::future::IntoFuture::into_future(serve) => r,
+                _ = async { server_stop.cancelled().await; tokio::time::sleep(grace).await } => Ok(()),
+            };
+            let _ = scheduler.await;
+            served
         });
         Ok(App {
             local_addr,
@@ -124,7 +168,6 @@ impl App {
         })
     }
 }
-
 /// Runs lookout until SIGTERM or SIGINT; SIGHUP reloads the config.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.config_check {
@@ -150,7 +193,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             return;
         };
         while hup.recv().await.is_some() {
-            let _ = reload::reload(&state.config, &state.metrics);
+            let _ = reload::reload(&state);
         }
     });
     app.task

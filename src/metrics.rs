@@ -16,7 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::registry::Registry;
 
-use crate::probe::report::{Kind, Report, Sample};
+use crate::probe::report::{Family, Histogram, Kind, Report};
 
 /// Content type of the Prometheus text format 0.0.4.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -51,30 +51,56 @@ impl Format {
     }
 }
 
-/// One sample with the labels it is exposed under (the report's own plus any prefix labels).
+/// What one series carries: a plain value or a histogram.
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Plain(f64),
+    Histogram(&'a Histogram),
+}
+
+/// One series with the labels it is exposed under (the report's own plus any prefix labels).
 struct Series<'a> {
-    sample: &'a Sample,
+    family: &'static Family,
+    value: Value<'a>,
     labels: Vec<(&'a str, &'a str)>,
 }
 
-/// Samples of several reports grouped by family name, each family's series sorted as Go's
+/// The series of several reports grouped by family name, each family's series sorted as Go's
 /// registry sorts them (by label values, labels ordered by name).
 fn group<'a>(
     parts: &'a [(&'a [(String, String)], &'a Report)],
 ) -> BTreeMap<&'static str, Vec<Series<'a>>> {
     let mut families: BTreeMap<&'static str, Vec<Series<'a>>> = BTreeMap::new();
+    let prefixed = |prefix: &'a [(String, String)],
+                    own: &mut dyn Iterator<Item = (&'a str, &'a str)>| {
+        let mut labels: Vec<(&'a str, &'a str)> = Vec::with_capacity(prefix.len() + 2);
+        labels.extend(prefix.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        labels.extend(own);
+        labels.sort_by(|a, b| a.0.cmp(b.0));
+        labels
+    };
     for (prefix, report) in parts {
         for sample in report.samples() {
-            let mut labels: Vec<(&str, &str)> = prefix
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            labels.extend(sample.labels.iter().map(|(k, v)| (k.as_ref(), v.as_str())));
-            labels.sort_by(|a, b| a.0.cmp(b.0));
+            let labels = prefixed(
+                prefix,
+                &mut sample.labels.iter().map(|(k, v)| (k.as_ref(), v.as_str())),
+            );
             families
                 .entry(sample.family.name)
                 .or_default()
-                .push(Series { sample, labels });
+                .push(Series {
+                    family: sample.family,
+                    value: Value::Plain(sample.value),
+                    labels,
+                });
+        }
+        for h in report.histograms() {
+            let labels = prefixed(prefix, &mut std::iter::empty());
+            families.entry(h.family.name).or_default().push(Series {
+                family: h.family,
+                value: Value::Histogram(h),
+                labels,
+            });
         }
     }
     for series in families.values_mut() {
@@ -92,11 +118,39 @@ pub fn encode(format: Format, parts: &[(&[(String, String)], &Report)]) -> Strin
     }
 }
 
+fn push_series(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &[(&str, &str)],
+    extra: Option<(&str, &str)>,
+    v: f64,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !labels.is_empty() || extra.is_some() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().chain(extra.iter()).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_label_value(out, v);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    out.push(' ');
+    push_go_float(out, v);
+    out.push('\n');
+}
+
 /// Text format 0.0.4.
 pub fn encode_text(parts: &[(&[(String, String)], &Report)]) -> String {
     let mut out = String::with_capacity(2048);
     for (name, series) in group(parts) {
-        let family = series[0].sample.family;
+        let family = series[0].family;
         out.push_str("# HELP ");
         out.push_str(name);
         out.push(' ');
@@ -106,25 +160,33 @@ pub fn encode_text(parts: &[(&[(String, String)], &Report)]) -> String {
         out.push_str(match family.kind {
             Kind::Gauge => " gauge\n",
             Kind::Counter => " counter\n",
+            Kind::Histogram => " histogram\n",
         });
         for s in &series {
-            out.push_str(name);
-            if !s.labels.is_empty() {
-                out.push('{');
-                for (i, (k, v)) in s.labels.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
+            match s.value {
+                Value::Plain(v) => push_series(&mut out, name, "", &s.labels, None, v),
+                Value::Histogram(h) => {
+                    let mut cumulative = 0u64;
+                    for (le, n) in &h.buckets {
+                        cumulative += n;
+                        let le = if le.is_infinite() {
+                            "+Inf".to_owned()
+                        } else {
+                            go_float(*le)
+                        };
+                        push_series(
+                            &mut out,
+                            name,
+                            "_bucket",
+                            &s.labels,
+                            Some(("le", &le)),
+                            cumulative as f64,
+                        );
                     }
-                    out.push_str(k);
-                    out.push_str("=\"");
-                    escape_label_value(&mut out, v);
-                    out.push('"');
+                    push_series(&mut out, name, "_sum", &s.labels, None, h.sum);
+                    push_series(&mut out, name, "_count", &s.labels, None, h.count as f64);
                 }
-                out.push('}');
             }
-            out.push(' ');
-            push_go_float(&mut out, s.sample.value);
-            out.push('\n');
         }
     }
     out
@@ -226,24 +288,29 @@ pub fn encode_openmetrics(parts: &[(&[(String, String)], &Report)]) -> String {
             let parts: Vec<(&[(String, String)], &Report)> =
                 self.0.iter().map(|(p, r)| (p.as_slice(), r)).collect();
             for (name, series) in group(&parts) {
-                let family = series[0].sample.family;
+                let family = series[0].family;
                 let (name, metric_type) = match family.kind {
                     Kind::Gauge => (name, MetricType::Gauge),
                     Kind::Counter => (
                         name.strip_suffix("_total").unwrap_or(name),
                         MetricType::Counter,
                     ),
+                    Kind::Histogram => (name, MetricType::Histogram),
                 };
                 let mut metric = encoder.encode_descriptor(name, family.help, None, metric_type)?;
                 for s in &series {
                     let labels: Vec<(&str, &str)> = s.labels.clone();
                     let mut m = metric.encode_family(&labels)?;
-                    match family.kind {
-                        Kind::Gauge => m.encode_gauge(&s.sample.value)?,
-                        Kind::Counter => m.encode_counter::<NoLabelSet, f64, f64>(
-                            &s.sample.value,
-                            None::<&Exemplar<NoLabelSet, f64>>,
-                        )?,
+                    match s.value {
+                        Value::Plain(v) if family.kind == Kind::Counter => m
+                            .encode_counter::<NoLabelSet, f64, f64>(
+                                &v,
+                                None::<&Exemplar<NoLabelSet, f64>>,
+                            )?,
+                        Value::Plain(v) => m.encode_gauge(&v)?,
+                        Value::Histogram(h) => {
+                            m.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?
+                        }
                     }
                 }
             }
@@ -266,7 +333,6 @@ pub fn encode_openmetrics(parts: &[(&[(String, String)], &Report)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::report::Family;
 
     #[test]
     fn floats_print_as_go_does() {

@@ -1,33 +1,64 @@
-//! Reloading the config: SIGHUP and `POST /-/reload` both land here. A bad file keeps the old
-//! config serving and sets the reload-success gauges to 0.
+//! Reloading the config: SIGHUP, `POST /-/reload` and the file watch all land here. A bad file
+//! keeps the old config serving and sets the reload-success gauges to 0.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, ConfigError};
-use crate::metrics::process::SelfMetrics;
+use crate::cli::ConfigSource;
+use crate::config::{self, ConfigError};
+use crate::server::State;
 
-/// Loads the config file again and swaps it in, or keeps the old one and reports why.
-pub fn reload(current: &ArcSwap<Config>, metrics: &SelfMetrics) -> Result<(), ConfigError> {
-    let path = current.load().file.clone();
-    let source = if path.as_os_str() == config::EMBEDDED_NAME {
-        crate::cli::ConfigSource::Embedded
+fn source_of(state: &State) -> ConfigSource {
+    let path = state.config.load().file.clone();
+    if path.as_os_str() == config::EMBEDDED_NAME {
+        ConfigSource::Embedded
     } else {
-        crate::cli::ConfigSource::File(path.clone())
-    };
+        ConfigSource::File(path)
+    }
+}
+
+/// Loads the config again and swaps it in (and hands it to the scheduler), or keeps the old one
+/// and reports why.
+pub fn reload(state: &State) -> Result<(), ConfigError> {
+    let source = source_of(state);
     match config::load_source(&source) {
         Ok(new) => {
-            let modules = new.modules.len();
-            current.store(Arc::new(new));
-            metrics.record_reload(true);
-            tracing::info!(file = %path.display(), modules, "Loaded config file");
+            let new = Arc::new(new);
+            let (modules, targets) = (new.modules.len(), new.targets.len());
+            state.config.store(new.clone());
+            state.config_tx.send_replace(new);
+            state.metrics.record_reload(true);
+            tracing::info!(file = %state.config.load().file.display(), modules, targets, "Loaded config file");
             Ok(())
         }
         Err(e) => {
-            metrics.record_reload(false);
+            state.metrics.record_reload(false);
             tracing::error!(err = %e, "Error reloading config; keeping the previous one");
             Err(e)
+        }
+    }
+}
+
+/// Watches the config file and reloads when its content changes: polls every `every` (a read of
+/// a small file), which also sees editors' atomic renames and Kubernetes ConfigMap symlink swaps
+/// that inotify-based watches miss.
+pub async fn watch(state: Arc<State>, stop: CancellationToken, every: Duration) {
+    let ConfigSource::File(path) = source_of(&state) else {
+        return;
+    };
+    let mut last = tokio::fs::read(&path).await.ok();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let now = tokio::fs::read(&path).await.ok();
+        if now.is_some() && now != last {
+            last = now;
+            tracing::info!(file = %path.display(), "Config file changed; reloading");
+            let _ = reload(&state);
         }
     }
 }

@@ -20,6 +20,10 @@ use crate::store::History;
 pub struct State {
     /// The current config; replaced whole on reload.
     pub config: ArcSwap<Config>,
+    /// Tells the scheduler about a new config.
+    pub config_tx: tokio::sync::watch::Sender<Arc<Config>>,
+    /// The scheduler's targets and results.
+    pub scheduler: Arc<crate::schedule::Scheduler>,
     /// Name resolution for probes.
     pub resolver: Resolver,
     /// lookout's own metrics.

@@ -120,6 +120,10 @@ pub struct Size(pub u64);
 /// Parses a size: `<n>` bytes, or `<n><unit>` with B, KB/KiB, MB/MiB, GB/GiB, TB/TiB (base 2).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
+    // blackbox treats a negative limit ("-1KB") as no limit.
+    if let Some(rest) = t.strip_prefix('-') {
+        return parse_size(rest).map(|_| 0);
+    }
     let num_len = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     if num_len == 0 {
         return Err(format!(
@@ -254,6 +258,7 @@ mod tests {
         assert_eq!(parse_size("1KiB").unwrap(), 1024);
         assert_eq!(parse_size("512").unwrap(), 512);
         assert!(parse_size("ten").is_err());
+        assert_eq!(parse_size("-1KB").unwrap(), 0);
     }
 
     #[test]

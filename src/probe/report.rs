@@ -13,6 +13,8 @@ pub enum Kind {
     Gauge,
     /// A monotonically increasing count; its name ends in `_total`.
     Counter,
+    /// Observations counted into buckets (written with `set_histogram`).
+    Histogram,
 }
 
 /// A metric family: a static name, help text and type.
@@ -53,10 +55,24 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// One histogram series: per-bucket (not cumulative) counts by upper bound, the last `+Inf`.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    /// The family.
+    pub family: &'static Family,
+    /// Buckets as (upper bound, observations in this bucket only).
+    pub buckets: Vec<(f64, u64)>,
+    /// The sum of observations.
+    pub sum: f64,
+    /// The number of observations.
+    pub count: u64,
+}
+
 /// The samples one probe produced.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     samples: Vec<Sample>,
+    histograms: Vec<Histogram>,
 }
 
 impl Report {
@@ -64,7 +80,30 @@ impl Report {
     pub fn new() -> Report {
         Report {
             samples: Vec::with_capacity(24),
+            histograms: Vec::new(),
         }
+    }
+
+    /// Sets an unlabelled histogram.
+    pub fn set_histogram(
+        &mut self,
+        family: &'static Family,
+        buckets: Vec<(f64, u64)>,
+        sum: f64,
+        count: u64,
+    ) {
+        self.histograms.retain(|h| !std::ptr::eq(h.family, family));
+        self.histograms.push(Histogram {
+            family,
+            buckets,
+            sum,
+            count,
+        });
+    }
+
+    /// The histograms.
+    pub fn histograms(&self) -> &[Histogram] {
+        &self.histograms
     }
 
     /// All samples, in the order they were first written.

@@ -14,8 +14,26 @@ use crate::metrics::{self, Format};
 /// `GET /metrics`: lookout's own metrics.
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let report = state.metrics.snapshot();
-    let body = metrics::encode(format, &[(&[], &report)]);
+    let own = state.metrics.snapshot();
+    let scheduler = state.scheduler.self_metrics();
+    let states = state.scheduler.states();
+    // Each target's latest result and counters, labelled with its target, instance, module
+    // and user labels; built from stored results, never waiting for a running probe.
+    let mut parts: Vec<(&[(String, String)], &crate::probe::report::Report)> =
+        Vec::with_capacity(2 + 2 * states.len());
+    parts.push((&[], &own));
+    parts.push((&[], &scheduler));
+    let targets: Vec<_> = states
+        .iter()
+        .map(|s| (s.target(), s.last(), s.counters()))
+        .collect();
+    for (target, last, counters) in &targets {
+        if let Some(last) = last {
+            parts.push((&target.labels, &last.report));
+        }
+        parts.push((&target.labels, counters));
+    }
+    let body = metrics::encode(format, &parts);
     ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
 
@@ -26,7 +44,7 @@ pub async fn healthy() -> &'static str {
 
 /// `POST /-/reload`.
 pub async fn reload(State(state): State<Arc<AppState>>) -> Response {
-    match crate::reload::reload(&state.config, &state.metrics) {
+    match crate::reload::reload(&state) {
         Ok(()) => (StatusCode::OK, "OK\n").into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -10,9 +10,11 @@
 #[path = "../it/support/mod.rs"]
 mod support;
 
+mod config_check;
 mod diff;
 mod endpoints;
 mod exporter;
 mod http_more;
 mod http_probe;
 mod runner;
+mod tcp_probe;

@@ -10,12 +10,14 @@ mod dns;
 mod endpoints;
 /// The gRPC prober against an in-process tonic health server.
 mod grpc;
-/// The ICMP prober on loopback and in network namespaces the tests create.
-mod icmp;
 /// Hostile targets: stalls, huge and broken bodies, gzip bombs.
 mod hostile;
 /// The HTTP prober against in-process hyper servers.
 mod http;
+/// The ICMP prober on loopback and in network namespaces the tests create.
+mod icmp;
+/// The scheduler: planned times, concurrency, overruns, reloads, shutdown.
+mod schedule;
 /// The TCP prober: banners, dialogues with capture substitution, STARTTLS, TLS.
 mod tcp;
 /// TLS: certificates made by rcgen, expiry values, verification failures.

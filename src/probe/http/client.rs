@@ -306,10 +306,7 @@ pub(super) async fn probe(
     {
         let r = &mut *cx.report;
         r.set(&PROBE_HTTP_STATUS_CODE, f64::from(status));
-        r.set(
-            &PROBE_HTTP_CONTENT_LENGTH,
-            content_length(&response) as f64,
-        );
+        r.set(&PROBE_HTTP_CONTENT_LENGTH, content_length(&response) as f64);
         r.set(&PROBE_HTTP_REDIRECTS, redirects as f64);
         r.set(&PROBE_HTTP_SSL, if over_tls.is_some() { 1.0 } else { 0.0 });
     }
@@ -434,15 +431,11 @@ fn content_length(resp: &http::Response<Incoming>) -> i64 {
     if resp.headers().contains_key(header::TRANSFER_ENCODING) && resp.version() != Version::HTTP_2 {
         return -1;
     }
-    match resp
-        .headers()
+    resp.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
-    {
-        Some(n) => n,
-        None => -1,
-    }
+        .unwrap_or(-1)
 }
 
 fn check_headers(spec: &Spec, headers: &HeaderMap) -> Result<(), ProbeFailure> {
