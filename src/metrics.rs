@@ -16,7 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::registry::Registry;
 
-use crate::probe::report::{Family, Histogram, Kind, Report};
+use crate::probe::report::{Family, Histogram, Kind, Labels, Report};
 
 /// Content type of the Prometheus text format 0.0.4.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -146,11 +146,60 @@ fn push_series(
     out.push('\n');
 }
 
-/// Text format 0.0.4.
+/// The `n`th label of `labels` in label-name order, without allocating (label sets are tiny).
+fn nth_by_name(labels: &Labels, n: usize) -> Option<(&str, &str)> {
+    let mut sorted: [usize; 8] = [0; 8];
+    if labels.len() > sorted.len() {
+        let mut v: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_str()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        return v.get(n).copied();
+    }
+    for (i, slot) in sorted.iter_mut().enumerate().take(labels.len()) {
+        *slot = i;
+    }
+    let order = &mut sorted[..labels.len()];
+    order.sort_by(|a, b| labels[*a].0.cmp(&labels[*b].0));
+    order
+        .get(n)
+        .map(|i| (labels[*i].0.as_ref(), labels[*i].1.as_str()))
+}
+
+/// Go's order of two series of one family in one report: by label values, labels by name.
+fn cmp_own(a: &Labels, b: &Labels) -> std::cmp::Ordering {
+    for n in 0..a.len().max(b.len()) {
+        match (nth_by_name(a, n), nth_by_name(b, n)) {
+            (Some(x), Some(y)) => match x.cmp(&y) {
+                std::cmp::Ordering::Equal => continue,
+                o => return o,
+            },
+            (a, b) => return a.is_some().cmp(&b.is_some()),
+        }
+    }
+    std::cmp::Ordering::Equal
+}
+
+/// Text format 0.0.4: families sorted by name; within a family the series of each report in
+/// turn, each report's own series in Go's order. Streams into one `String` without a
+/// per-series allocation, so `/metrics` over many targets costs one pass per family.
 pub fn encode_text(parts: &[(&[(String, String)], &Report)]) -> String {
-    let mut out = String::with_capacity(2048);
-    for (name, series) in group(parts) {
-        let family = series[0].family;
+    let mut families: BTreeMap<&'static str, &'static Family> = BTreeMap::new();
+    let mut total = 0usize;
+    for (_, r) in parts {
+        for s in r.samples() {
+            families.entry(s.family.name).or_insert(s.family);
+        }
+        for h in r.histograms() {
+            families.entry(h.family.name).or_insert(h.family);
+        }
+        total += r.samples().len() + r.histograms().len() * 16;
+    }
+    let mut out = String::with_capacity(total * 96 + families.len() * 160);
+    let mut picked: Vec<usize> = Vec::new();
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(16);
+    for (name, family) in families {
         out.push_str("# HELP ");
         out.push_str(name);
         out.push(' ');
@@ -162,30 +211,48 @@ pub fn encode_text(parts: &[(&[(String, String)], &Report)]) -> String {
             Kind::Counter => " counter\n",
             Kind::Histogram => " histogram\n",
         });
-        for s in &series {
-            match s.value {
-                Value::Plain(v) => push_series(&mut out, name, "", &s.labels, None, v),
-                Value::Histogram(h) => {
-                    let mut cumulative = 0u64;
-                    for (le, n) in &h.buckets {
-                        cumulative += n;
-                        let le = if le.is_infinite() {
-                            "+Inf".to_owned()
-                        } else {
-                            go_float(*le)
-                        };
-                        push_series(
-                            &mut out,
-                            name,
-                            "_bucket",
-                            &s.labels,
-                            Some(("le", &le)),
-                            cumulative as f64,
-                        );
-                    }
-                    push_series(&mut out, name, "_sum", &s.labels, None, h.sum);
-                    push_series(&mut out, name, "_count", &s.labels, None, h.count as f64);
+        for (prefix, report) in parts {
+            let samples = report.samples();
+            picked.clear();
+            picked.extend((0..samples.len()).filter(|i| std::ptr::eq(samples[*i].family, family)));
+            if picked.len() > 1 {
+                picked.sort_by(|a, b| cmp_own(&samples[*a].labels, &samples[*b].labels));
+            }
+            for &i in &picked {
+                let sample = &samples[i];
+                labels.clear();
+                labels.extend(prefix.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                labels.extend(sample.labels.iter().map(|(k, v)| (k.as_ref(), v.as_str())));
+                labels.sort_by(|a, b| a.0.cmp(b.0));
+                push_series(&mut out, name, "", &labels, None, sample.value);
+            }
+            for h in report
+                .histograms()
+                .iter()
+                .filter(|h| std::ptr::eq(h.family, family))
+            {
+                labels.clear();
+                labels.extend(prefix.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                labels.sort_by(|a, b| a.0.cmp(b.0));
+                let mut cumulative = 0u64;
+                for (le, n) in &h.buckets {
+                    cumulative += n;
+                    let le = if le.is_infinite() {
+                        "+Inf".to_owned()
+                    } else {
+                        go_float(*le)
+                    };
+                    push_series(
+                        &mut out,
+                        name,
+                        "_bucket",
+                        &labels,
+                        Some(("le", &le)),
+                        cumulative as f64,
+                    );
                 }
+                push_series(&mut out, name, "_sum", &labels, None, h.sum);
+                push_series(&mut out, name, "_count", &labels, None, h.count as f64);
             }
         }
     }

@@ -5,9 +5,12 @@ pub mod dns;
 pub mod grpc;
 pub mod http;
 pub mod icmp;
+pub mod mqtt;
 pub mod net;
+pub mod postgres;
 pub mod prober;
 pub mod query_response;
+pub mod redis;
 pub mod report;
 pub mod resolve;
 pub mod tcp;
@@ -50,6 +53,12 @@ pub enum ProbeSpec {
     Icmp(icmp::Spec),
     /// `prober: grpc`.
     Grpc(grpc::Spec),
+    /// `prober: postgres` (lookout).
+    Postgres(postgres::Spec),
+    /// `prober: mqtt` (lookout).
+    Mqtt(mqtt::Spec),
+    /// `prober: redis` (lookout).
+    Redis(redis::Spec),
 }
 
 impl ProbeSpec {
@@ -61,6 +70,9 @@ impl ProbeSpec {
             ProbeSpec::Dns(_) => "dns",
             ProbeSpec::Icmp(_) => "icmp",
             ProbeSpec::Grpc(_) => "grpc",
+            ProbeSpec::Postgres(_) => "postgres",
+            ProbeSpec::Mqtt(_) => "mqtt",
+            ProbeSpec::Redis(_) => "redis",
         }
     }
 
@@ -75,6 +87,9 @@ impl ProbeSpec {
             ProbeSpec::Dns(s) => s.probe(req, cx).await,
             ProbeSpec::Icmp(s) => s.probe(req, cx).await,
             ProbeSpec::Grpc(s) => s.probe(req, cx).await,
+            ProbeSpec::Postgres(s) => s.probe(req, cx).await,
+            ProbeSpec::Mqtt(s) => s.probe(req, cx).await,
+            ProbeSpec::Redis(s) => s.probe(req, cx).await,
         }
     }
 }

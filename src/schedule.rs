@@ -132,7 +132,8 @@ impl TargetState {
 
     /// This target's counters as a report (labels are added by the caller).
     pub fn counters(&self) -> Report {
-        let mut r = Report::new();
+        // Built per target on every scrape: size it exactly.
+        let mut r = Report::with_capacity(4);
         r.set_labeled(
             &PROBES_TOTAL,
             &[("result", "success")],

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::probe::{ProbeSpec, dns, grpc, http, icmp, tcp};
+use crate::probe::{ProbeSpec, dns, grpc, http, icmp, mqtt, postgres, redis, tcp};
 use crate::values::ConfigDuration;
 
 /// A module as written in the file (blackbox's format, unknown fields rejected).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModule {
-    /// http, tcp, dns, icmp or grpc.
+    /// http, tcp, dns, icmp, grpc (blackbox's), postgres, mqtt or redis (lookout's).
     pub prober: String,
     /// The longest a probe may take; the scrape timeout caps it further.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,6 +34,15 @@ pub struct RawModule {
     /// gRPC settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<grpc::Section>,
+    /// PostgreSQL settings (lookout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<postgres::Section>,
+    /// MQTT settings (lookout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<mqtt::Section>,
+    /// Redis settings (lookout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<redis::Section>,
 }
 
 /// A validated module: what `/probe` and the scheduler use.
@@ -80,16 +89,30 @@ pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, (String,
             "grpc",
             grpc::Spec::build(&raw.grpc.clone().unwrap_or_default(), base),
         )?),
+        "postgres" => ProbeSpec::Postgres(sub(
+            "postgres",
+            postgres::Spec::build(&raw.postgres.clone().unwrap_or_default(), base),
+        )?),
+        "mqtt" => ProbeSpec::Mqtt(sub(
+            "mqtt",
+            mqtt::Spec::build(&raw.mqtt.clone().unwrap_or_default(), base),
+        )?),
+        "redis" => ProbeSpec::Redis(sub(
+            "redis",
+            redis::Spec::build(&raw.redis.clone().unwrap_or_default(), base),
+        )?),
         "" => {
             return Err((
                 "prober".into(),
-                "prober must be set (http, tcp, dns, icmp or grpc)".into(),
+                "prober must be set (http, tcp, dns, icmp, grpc, postgres, mqtt or redis)".into(),
             ));
         }
         other => {
             return Err((
                 "prober".into(),
-                format!("unknown prober {other:?} (expected http, tcp, dns, icmp or grpc)"),
+                format!(
+                    "unknown prober {other:?} (expected http, tcp, dns, icmp, grpc, postgres, mqtt or redis)"
+                ),
             ));
         }
     };

@@ -82,8 +82,8 @@ pub struct Target {
     pub interval: Duration,
     /// The probe deadline, at most `interval`.
     pub timeout: Duration,
-    /// All labels of its series, in order: `target`, `instance`, `module`, then user labels
-    /// sorted by name.
+    /// All labels of its series (`target`, `instance`, `module` and user labels), sorted by
+    /// name.
     pub labels: Vec<(String, String)>,
     /// Names of targets it depends on.
     pub depends_on: Vec<String>,
@@ -228,6 +228,8 @@ pub fn build(
             ("module".to_owned(), t.module.clone()),
         ];
         labels.extend(user.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
+        // Sorted by name once here, so exposition can merge without sorting per scrape.
+        labels.sort();
         out.push(Arc::new(Target {
             name: t.name.clone(),
             module_name: t.module.clone(),

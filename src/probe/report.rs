@@ -84,6 +84,11 @@ impl Report {
         }
     }
 
+    /// An empty report with room for `n` samples.
+    pub fn with_capacity(n: usize) -> Report {
+        Report { samples: Vec::with_capacity(n), histograms: Vec::new() }
+    }
+
     /// Sets an unlabelled histogram.
     pub fn set_histogram(
         &mut self,
@@ -99,6 +104,12 @@ impl Report {
             sum,
             count,
         });
+    }
+
+    /// Releases spare capacity (for reports kept a long time).
+    pub fn shrink_to_fit(&mut self) {
+        self.samples.shrink_to_fit();
+        self.histograms.shrink_to_fit();
     }
 
     /// The histograms.

@@ -11,30 +11,43 @@ use axum::response::{Html, IntoResponse, Response};
 use super::State as AppState;
 use crate::metrics::{self, Format};
 
-/// `GET /metrics`: lookout's own metrics.
+/// `GET /metrics`: lookout's own metrics and every scheduled target's latest result.
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    // Encoding 100k targets takes a while: keep it off the workers that run probes and the
+    // scheduler, so a scrape never delays them (and never waits for a running probe).
+    let body = tokio::task::spawn_blocking(move || encode_all(&state, format)).await;
+    match body {
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics failed: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+fn encode_all(state: &AppState, format: Format) -> String {
     let own = state.metrics.snapshot();
     let scheduler = state.scheduler.self_metrics();
     let states = state.scheduler.states();
     // Each target's latest result and counters, labelled with its target, instance, module
-    // and user labels; built from stored results, never waiting for a running probe.
-    let mut parts: Vec<(&[(String, String)], &crate::probe::report::Report)> =
-        Vec::with_capacity(2 + 2 * states.len());
-    parts.push((&[], &own));
-    parts.push((&[], &scheduler));
+    // and user labels; built from stored results.
     let targets: Vec<_> = states
         .iter()
         .map(|s| (s.target(), s.last(), s.counters()))
         .collect();
+    let mut parts: Vec<(&[(String, String)], &crate::probe::report::Report)> =
+        Vec::with_capacity(2 + 2 * targets.len());
+    parts.push((&[], &own));
+    parts.push((&[], &scheduler));
     for (target, last, counters) in &targets {
         if let Some(last) = last {
             parts.push((&target.labels, &last.report));
         }
         parts.push((&target.labels, counters));
     }
-    let body = metrics::encode(format, &parts);
-    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+    metrics::encode(format, &parts)
 }
 
 /// `GET /-/healthy`.
@@ -83,7 +96,7 @@ pub async fn logs(
     match state.history.get(id) {
         Some(e) => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            e.debug,
+            super::probe::debug_output(&e.logs, &e.exposition, &e.module_config),
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "Probe id not found\n").into_response(),

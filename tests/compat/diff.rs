@@ -13,6 +13,7 @@ use crate::support::samples::Samples;
 /// series (label sets and label values), but their values are not compared.
 pub const VOLATILE: &[&str] = &[
     "probe_duration_seconds",
+    "probe_dns_duration_seconds",
     "probe_dns_lookup_time_seconds",
     "probe_http_duration_seconds",
 ];

@@ -12,6 +12,7 @@ mod support;
 
 mod config_check;
 mod diff;
+mod dns_probe;
 mod endpoints;
 mod exporter;
 mod http_more;
