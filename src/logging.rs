@@ -30,33 +30,64 @@ pub const MAX_PROBE_LOG_LINES: usize = 200;
 /// The longest line kept in a probe log.
 pub const MAX_PROBE_LOG_LINE: usize = 2048;
 
-/// A probe's captured log.
-#[derive(Debug, Default)]
+/// Key-value pairs of a log line, in order.
+type Pairs = Vec<(&'static str, String)>;
+
+/// One captured event, kept as data and formatted only when someone reads the log.
+///
+/// Formatting every event of every probe into a line (timestamp, quoting, the probe's fields)
+/// cost more than the probe's own bookkeeping, while only `debug=true` and `/logs?id=` ever read
+/// one; what is kept here is what the line needs, captured at the time of the event.
+#[derive(Debug, Clone)]
+struct Captured {
+    at: SystemTime,
+    level: Level,
+    msg: String,
+    /// The probe's own fields (`module`, `target`, `prober`), shared by all its events.
+    scope: Arc<[(&'static str, String)]>,
+    /// Fields of spans inside the probe (root first), then the event's own fields.
+    fields: Pairs,
+}
+
+/// A probe's captured log: its events, formatted as logfmt lines when read.
+#[derive(Debug, Default, Clone)]
 pub struct ProbeLog {
-    lines: Vec<String>,
+    events: Vec<Captured>,
     dropped: usize,
 }
 
 impl ProbeLog {
-    fn push(&mut self, mut line: String) {
-        if self.lines.len() >= MAX_PROBE_LOG_LINES {
+    fn push(&mut self, event: Captured) {
+        if self.events.len() >= MAX_PROBE_LOG_LINES {
             self.dropped += 1;
             return;
         }
-        if line.len() > MAX_PROBE_LOG_LINE {
-            let mut cut = MAX_PROBE_LOG_LINE;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-            line.push('…');
-        }
-        self.lines.push(line);
+        self.events.push(event);
+    }
+
+    /// Whether nothing was captured.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.dropped == 0
     }
 
     /// The captured lines, with a note when some were dropped.
-    pub fn into_lines(self) -> Vec<String> {
-        let mut lines = self.lines;
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .events
+            .iter()
+            .map(|e| {
+                let mut line = String::with_capacity(160);
+                render(
+                    &mut line,
+                    &timestamp(e.at),
+                    e.level,
+                    &e.msg,
+                    e.scope.iter().chain(e.fields.iter()),
+                    false,
+                );
+                cut_line(line)
+            })
+            .collect();
         if self.dropped > 0 {
             lines.push(format!(
                 "level=warn msg=\"{} more log lines dropped\"",
@@ -67,16 +98,56 @@ impl ProbeLog {
     }
 }
 
-tokio::task_local! {
-    static CAPTURE: Arc<Mutex<ProbeLog>>;
+fn cut_line(mut line: String) -> String {
+    if line.len() > MAX_PROBE_LOG_LINE {
+        let mut cut = MAX_PROBE_LOG_LINE;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        line.truncate(cut);
+        line.push('…');
+    }
+    line
 }
 
-/// Runs `fut` with a fresh capture buffer; events it emits (in this task) land in the buffer.
-pub async fn capture<F: std::future::Future>(fut: F) -> (F::Output, Vec<String>) {
-    let log = Arc::new(Mutex::new(ProbeLog::default()));
-    let out = CAPTURE.scope(log.clone(), fut).await;
-    let log = std::mem::take(&mut *log.lock().unwrap_or_else(|e| e.into_inner()));
-    (out, log.into_lines())
+/// Cuts a captured value that could not fit in a kept line anyway, so a probe's log stays
+/// bounded (at most `MAX_PROBE_LOG_LINES` values of this size) however long a target's lines are.
+fn cut_value(v: &mut String) {
+    if v.len() > MAX_PROBE_LOG_LINE {
+        let mut cut = MAX_PROBE_LOG_LINE;
+        while !v.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        v.truncate(cut);
+    }
+}
+
+/// What one running probe's events are captured into: its fields and its buffer.
+#[derive(Debug)]
+struct Capture {
+    scope: Arc<[(&'static str, String)]>,
+    log: Mutex<ProbeLog>,
+}
+
+tokio::task_local! {
+    static CAPTURE: Arc<Capture>;
+}
+
+/// Runs `fut` with a fresh capture buffer; events it emits (in this task) land in the buffer,
+/// and every line of them carries `scope` (the probe's `module`, `target` and `prober`) after
+/// its message, as fields of an enclosing span would. Taking the fields here rather than from a
+/// span spares the registry a span enter and exit on every poll of the probe.
+pub async fn capture<F: std::future::Future>(
+    scope: Vec<(&'static str, String)>,
+    fut: F,
+) -> (F::Output, ProbeLog) {
+    let capture = Arc::new(Capture {
+        scope: scope.into(),
+        log: Mutex::new(ProbeLog::default()),
+    });
+    let out = CAPTURE.scope(capture.clone(), fut).await;
+    let log = std::mem::take(&mut *capture.log.lock().unwrap_or_else(|e| e.into_inner()));
+    (out, log)
 }
 
 /// Installs the global subscriber: stderr at `level` in `format`, plus the probe capture layer.
@@ -113,12 +184,21 @@ impl Visit for Fields {
     }
 }
 
+impl Fields {
+    /// Takes out the `message` field (empty when the event has none).
+    fn take_message(&mut self) -> String {
+        self.0
+            .iter()
+            .position(|(k, _)| *k == "message")
+            .map(|i| self.0.remove(i).1)
+            .unwrap_or_default()
+    }
+}
+
 struct SpanFields(Vec<(&'static str, String)>);
 
-fn timestamp() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+fn timestamp(at: SystemTime) -> String {
+    let d = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -140,36 +220,44 @@ fn timestamp() -> String {
     )
 }
 
-fn line<S>(event: &Event<'_>, ctx: &Context<'_, S>, json: bool) -> String
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::TRACE => "trace",
+        Level::DEBUG => "debug",
+        Level::INFO => "info",
+        Level::WARN => "warn",
+        Level::ERROR => "error",
+    }
+}
+
+/// Fields of the spans enclosing `event`, root first.
+fn span_fields<S>(event: &Event<'_>, ctx: &Context<'_, S>, into: &mut Pairs)
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let mut pairs: Vec<(&'static str, String)> = Vec::with_capacity(8);
-    pairs.push(("ts", timestamp()));
-    pairs.push((
-        "level",
-        event.metadata().level().as_str().to_ascii_lowercase(),
-    ));
-    let mut fields = Fields::default();
-    event.record(&mut fields);
-    let msg = fields
-        .0
-        .iter()
-        .position(|(k, _)| *k == "message")
-        .map(|i| fields.0.remove(i).1);
-    pairs.push(("msg", msg.unwrap_or_default()));
     if let Some(scope) = ctx.event_scope(event) {
         for span in scope.from_root() {
             if let Some(f) = span.extensions().get::<SpanFields>() {
-                pairs.extend(f.0.iter().cloned());
+                into.extend(f.0.iter().cloned());
             }
         }
     }
-    pairs.extend(fields.0);
-    let mut out = String::with_capacity(128);
+}
+
+/// Writes one line: `ts`, `level`, `msg`, then `pairs` (logfmt, or JSON when `json`).
+fn render<'a>(
+    out: &mut String,
+    ts: &str,
+    level: Level,
+    msg: &str,
+    pairs: impl Iterator<Item = &'a (&'static str, String)>,
+    json: bool,
+) {
+    let head = [("ts", ts), ("level", level_name(level)), ("msg", msg)];
+    let all = head.into_iter().chain(pairs.map(|(k, v)| (*k, v.as_str())));
     if json {
         out.push('{');
-        for (i, (k, v)) in pairs.iter().enumerate() {
+        for (i, (k, v)) in all.enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -177,7 +265,7 @@ where
         }
         out.push('}');
     } else {
-        for (i, (k, v)) in pairs.iter().enumerate() {
+        for (i, (k, v)) in all.enumerate() {
             if i > 0 {
                 out.push(' ');
             }
@@ -193,7 +281,6 @@ where
             }
         }
     }
-    out
 }
 
 fn json_escape(s: &str) -> String {
@@ -246,7 +333,21 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut l = line(event, &ctx, self.json);
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let msg = fields.take_message();
+        let mut pairs: Pairs = CAPTURE.try_with(|c| c.scope.to_vec()).unwrap_or_default();
+        span_fields(event, &ctx, &mut pairs);
+        pairs.extend(fields.0);
+        let mut l = String::with_capacity(160);
+        render(
+            &mut l,
+            &timestamp(SystemTime::now()),
+            *event.metadata().level(),
+            &msg,
+            pairs.iter(),
+            self.json,
+        );
         l.push('\n');
         let _ = std::io::stderr().lock().write_all(l.as_bytes());
     }
@@ -268,9 +369,28 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let _ = CAPTURE.try_with(|log| {
-            let l = line(event, &ctx, false);
-            log.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+        let _ = CAPTURE.try_with(|capture| {
+            let at = SystemTime::now();
+            let mut fields = Fields::default();
+            span_fields(event, &ctx, &mut fields.0);
+            event.record(&mut fields);
+            let mut msg = fields.take_message();
+            cut_value(&mut msg);
+            for (_, v) in &mut fields.0 {
+                cut_value(v);
+            }
+            let captured = Captured {
+                at,
+                level: *event.metadata().level(),
+                msg,
+                scope: capture.scope.clone(),
+                fields: fields.0,
+            };
+            capture
+                .log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(captured);
         });
     }
 }
@@ -279,21 +399,47 @@ where
 mod tests {
     use super::*;
 
+    fn event(msg: String) -> Captured {
+        Captured {
+            at: UNIX_EPOCH + std::time::Duration::from_millis(1_764_072_000_123),
+            level: Level::DEBUG,
+            msg,
+            scope: vec![("module", "m".to_owned()), ("target", "a b".to_owned())].into(),
+            fields: vec![("status_code", "200".to_owned())],
+        }
+    }
+
     #[test]
     fn probe_log_is_bounded() {
         let mut log = ProbeLog::default();
         for i in 0..(MAX_PROBE_LOG_LINES + 5) {
-            log.push(format!("line {i}"));
+            log.push(event(format!("line {i}")));
         }
-        log.push("x".repeat(MAX_PROBE_LOG_LINE * 2));
-        let lines = log.into_lines();
+        let lines = log.lines();
         assert_eq!(lines.len(), MAX_PROBE_LOG_LINES + 1);
-        assert!(lines.last().unwrap().contains("6 more log lines dropped"));
+        assert!(lines.last().unwrap().contains("5 more log lines dropped"));
+        let mut log = ProbeLog::default();
+        log.push(event("x".repeat(MAX_PROBE_LOG_LINE * 2)));
+        let line = &log.lines()[0];
+        assert_eq!(line.len(), MAX_PROBE_LOG_LINE + '…'.len_utf8(), "{line}");
+    }
+
+    #[test]
+    fn captured_lines_are_logfmt_with_the_probe_fields() {
+        let mut log = ProbeLog::default();
+        log.push(event("Received HTTP response".to_owned()));
+        assert_eq!(
+            log.lines(),
+            [
+                "ts=2025-11-25T12:00:00.123Z level=debug msg=\"Received HTTP response\" module=m \
+              target=\"a b\" status_code=200"
+            ]
+        );
     }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
-        let t = timestamp();
+        let t = timestamp(SystemTime::now());
         assert_eq!(t.len(), 24, "{t}");
         assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
     }

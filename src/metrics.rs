@@ -260,6 +260,10 @@ pub fn encode_text(parts: &[(&[(String, String)], &Report)]) -> String {
 }
 
 fn escape_help(out: &mut String, s: &str) {
+    if !s.contains(['\\', '\n']) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -270,6 +274,10 @@ fn escape_help(out: &mut String, s: &str) {
 }
 
 fn escape_label_value(out: &mut String, s: &str) {
+    if !s.contains(['\\', '\n', '"']) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -280,40 +288,53 @@ fn escape_label_value(out: &mut String, s: &str) {
     }
 }
 
-/// Appends `v` as Go's `strconv.FormatFloat(v, 'g', -1, 64)` prints it (see `go_float`).
+/// Appends `v` as Go's `strconv.FormatFloat(v, 'g', -1, 64)` prints it (see `go_float`), without
+/// allocating: encoding runs once per sample, so `/probe` and `/metrics` spend most of their
+/// encoding time here.
 pub fn push_go_float(out: &mut String, v: f64) {
-    out.push_str(&go_float(v));
-}
-
-/// Formats `v` exactly as Go's `strconv.FormatFloat(v, 'g', -1, 64)`, which Prometheus' text
-/// encoder uses: the shortest digits that round-trip, in exponent form (`1.7006592e+09`) when the
-/// decimal exponent of the first digit is below -4 or at least 6, else in plain decimal form.
-pub fn go_float(v: f64) -> String {
     if v.is_nan() {
-        return "NaN".to_owned();
+        out.push_str("NaN");
+        return;
     }
     if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".to_owned()
-        } else {
-            "-Inf".to_owned()
-        };
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+        return;
     }
     if v == 0.0 {
-        return if v.is_sign_negative() {
-            "-0".to_owned()
-        } else {
-            "0".to_owned()
-        };
+        out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
+        return;
     }
-    // Rust's `{:e}` prints the shortest round-trip digits: "1.7006592e9", "-5e-7".
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let negative = mantissa.starts_with('-');
-    let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
-    let mut out = String::with_capacity(24);
-    if negative {
+    // Whole numbers below 10^6 print as plain integers in both Go and Rust.
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        let _ = write!(out, "{}", v as i64);
+        return;
+    }
+    // Rust's `{:e}` prints the shortest round-trip digits ("1.7006592e9", "-5e-7"); it is
+    // written into `out`, read back into a stack buffer and rewritten in Go's layout.
+    let start = out.len();
+    let _ = write!(out, "{v:e}");
+    let mut digits = [0u8; 32];
+    let mut n = 0;
+    let mut exp: i32 = 0;
+    let mut exp_sign = 1;
+    let mut in_exp = false;
+    for b in out.as_bytes()[start..].iter() {
+        match b {
+            b'e' => in_exp = true,
+            b'-' if in_exp => exp_sign = -1,
+            b'0'..=b'9' if in_exp => exp = exp * 10 + i32::from(b - b'0'),
+            b'0'..=b'9' if n < digits.len() => {
+                digits[n] = *b;
+                n += 1;
+            }
+            _ => {}
+        }
+    }
+    let exp = exp * exp_sign;
+    out.truncate(start);
+    // Only ASCII digits were copied, so this cannot fail.
+    let digits = std::str::from_utf8(&digits[..n]).unwrap_or("0");
+    if v < 0.0 {
         out.push('-');
     }
     if !(-4..6).contains(&exp) {
@@ -329,11 +350,11 @@ pub fn go_float(v: f64) -> String {
         for _ in 0..(-exp - 1) {
             out.push('0');
         }
-        out.push_str(&digits);
+        out.push_str(digits);
     } else {
         let int_len = exp as usize + 1;
         if digits.len() <= int_len {
-            out.push_str(&digits);
+            out.push_str(digits);
             for _ in digits.len()..int_len {
                 out.push('0');
             }
@@ -343,6 +364,14 @@ pub fn go_float(v: f64) -> String {
             out.push_str(&digits[int_len..]);
         }
     }
+}
+
+/// Formats `v` exactly as Go's `strconv.FormatFloat(v, 'g', -1, 64)`, which Prometheus' text
+/// encoder uses: the shortest digits that round-trip, in exponent form (`1.7006592e+09`) when the
+/// decimal exponent of the first digit is below -4 or at least 6, else in plain decimal form.
+pub fn go_float(v: f64) -> String {
+    let mut out = String::with_capacity(24);
+    push_go_float(&mut out, v);
     out
 }
 
@@ -420,6 +449,18 @@ mod tests {
             (6.0, "6"),
             (f64::NAN, "NaN"),
             (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (-0.0, "-0"),
+            (0.1, "0.1"),
+            (-0.00012, "-0.00012"),
+            (123456.5, "123456.5"),
+            (999999.0, "999999"),
+            (-999999.0, "-999999"),
+            (1e6, "1e+06"),
+            (1e21, "1e+21"),
+            (-2.5e-7, "-2.5e-07"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
         ];
         for (v, want) in cases {
             assert_eq!(go_float(*v), *want, "formatting {v}");

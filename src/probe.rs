@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{Instrument, debug};
+use tracing::debug;
 
+use crate::logging::ProbeLog;
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
 use crate::probe::report::{Family, Report};
 use crate::probe::resolve::Resolver;
@@ -103,8 +104,8 @@ pub struct Outcome {
     pub failure: Option<ProbeFailure>,
     /// How long it took.
     pub duration: Duration,
-    /// The probe's captured log lines.
-    pub logs: Vec<String>,
+    /// The probe's captured log (formatted when read).
+    pub logs: ProbeLog,
 }
 
 impl Outcome {
@@ -123,50 +124,55 @@ pub async fn run(
     deadline: Instant,
     resolver: Resolver,
 ) -> Outcome {
-    let span = tracing::debug_span!("probe", module = module, target = %req.target, prober = spec.prober_name());
+    // Every line the probe logs carries these, as blackbox's per-probe logger does.
+    let scope = vec![
+        ("module", module.to_owned()),
+        ("target", req.target.clone()),
+        ("prober", spec.prober_name().to_owned()),
+    ];
     let timeout = deadline.saturating_duration_since(Instant::now());
-    let task = tokio::spawn(
-        async move {
-            crate::logging::capture(async move {
-                debug!(timeout_seconds = timeout.as_secs_f64(), "Beginning probe");
-                let start = Instant::now();
-                let mut report = Report::new();
-                report.declare(&PROBE_SUCCESS);
-                report.declare(&PROBE_DURATION_SECONDS);
-                let result = {
-                    let mut cx = ProbeContext {
-                        deadline,
-                        resolver: &resolver,
-                        report: &mut report,
-                    };
-                    tokio::time::timeout_at(deadline, spec.probe(&req, &mut cx)).await
+    let task = tokio::spawn(async move {
+        crate::logging::capture(scope, async move {
+            debug!(timeout_seconds = timeout.as_secs_f64(), "Beginning probe");
+            let start = Instant::now();
+            let mut report = Report::new();
+            report.declare(&PROBE_SUCCESS);
+            report.declare(&PROBE_DURATION_SECONDS);
+            let result = {
+                let mut cx = ProbeContext {
+                    deadline,
+                    resolver: &resolver,
+                    report: &mut report,
                 };
-                let failure = match result {
-                    Ok(Ok(())) => None,
-                    Ok(Err(f)) => Some(f),
-                    Err(_) => Some(ProbeFailure::new(
-                        FailureKind::Timeout,
-                        format!("probe timed out after {:.3}s", timeout.as_secs_f64()),
-                    )),
-                };
-                let duration = start.elapsed();
-                report.set(&PROBE_DURATION_SECONDS, duration.as_secs_f64());
-                report.set(&PROBE_SUCCESS, if failure.is_none() { 1.0 } else { 0.0 });
-                match &failure {
-                    None => debug!(duration_seconds = duration.as_secs_f64(), "Probe succeeded"),
-                    Some(f) => debug!(
-                        reason = f.kind.as_str(),
-                        err = %f.message,
-                        duration_seconds = duration.as_secs_f64(),
-                        "Probe failed"
-                    ),
-                }
-                (report, failure, duration)
-            })
-            .await
-        }
-        .instrument(span),
-    );
+                // Boxed: the future of the largest prober is several KiB, and unboxed it
+                // would make the spawned task that big, which tokio moves whole on spawn and
+                // again on completion; boxed it is allocated once, when the probe starts.
+                tokio::time::timeout_at(deadline, Box::pin(spec.probe(&req, &mut cx))).await
+            };
+            let failure = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(f)) => Some(f),
+                Err(_) => Some(ProbeFailure::new(
+                    FailureKind::Timeout,
+                    format!("probe timed out after {:.3}s", timeout.as_secs_f64()),
+                )),
+            };
+            let duration = start.elapsed();
+            report.set(&PROBE_DURATION_SECONDS, duration.as_secs_f64());
+            report.set(&PROBE_SUCCESS, if failure.is_none() { 1.0 } else { 0.0 });
+            match &failure {
+                None => debug!(duration_seconds = duration.as_secs_f64(), "Probe succeeded"),
+                Some(f) => debug!(
+                    reason = f.kind.as_str(),
+                    err = %f.message,
+                    duration_seconds = duration.as_secs_f64(),
+                    "Probe failed"
+                ),
+            }
+            (report, failure, duration)
+        })
+        .await
+    });
     match task.await {
         Ok(((report, failure, duration), logs)) => Outcome {
             report,
@@ -186,7 +192,7 @@ pub async fn run(
                     format!("probe panicked: {e}"),
                 )),
                 duration: Duration::ZERO,
-                logs: vec![],
+                logs: ProbeLog::default(),
             }
         }
     }

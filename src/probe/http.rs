@@ -810,6 +810,18 @@ impl Spec {
         })
     }
 
+    /// Evaluates the `fail_if_header_*` and `fail_if_body_*` expressions on a final response's
+    /// headers and body, in blackbox's order, as a probe does after the status check; the error
+    /// names the expression that failed. Public for the micro-benchmarks (`benches/checks.rs`).
+    pub fn check_response(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<(), ProbeFailure> {
+        client::check_headers(self, headers)?;
+        body::match_regexes(self, body).map_err(regex_failure)
+    }
+
     fn status_ok(&self, code: u16) -> bool {
         if self.valid_status.is_empty() {
             (200..300).contains(&code)

@@ -78,18 +78,15 @@ impl std::fmt::Debug for Resolver {
     }
 }
 
-fn build(strategy: LookupIpStrategy) -> Option<TokioResolver> {
+fn build(strategy: LookupIpStrategy, system: bool) -> Option<TokioResolver> {
     let mut builder = match TokioResolver::builder_tokio() {
-        Ok(b) => b,
-        Err(e) => {
-            // Without /etc/resolv.conf only the hosts file and IP literals resolve; never fall
-            // back to a public resolver.
-            tracing::warn!(err = %e, "cannot read the system resolver configuration; only /etc/hosts names will resolve");
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], vec![]),
-                TokioRuntimeProvider::default(),
-            )
-        }
+        Ok(b) if system => b,
+        // Without /etc/resolv.conf only the hosts file and IP literals resolve; never fall back
+        // to a public resolver.
+        _ => TokioResolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], vec![]),
+            TokioRuntimeProvider::default(),
+        ),
     };
     let opts = builder.options_mut();
     opts.ip_strategy = strategy;
@@ -133,10 +130,17 @@ fn protocol_of(ip: IpAddr) -> IpProtocol {
 impl Resolver {
     /// A resolver on the system configuration (`/etc/resolv.conf`, `/etc/hosts`).
     pub fn system() -> Resolver {
+        let system = match TokioResolver::builder_tokio() {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(err = %e, "cannot read the system resolver configuration; only /etc/hosts names will resolve");
+                false
+            }
+        };
         Resolver {
-            both: build(LookupIpStrategy::Ipv4AndIpv6),
-            v4: build(LookupIpStrategy::Ipv4Only),
-            v6: build(LookupIpStrategy::Ipv6Only),
+            both: build(LookupIpStrategy::Ipv4AndIpv6, system),
+            v4: build(LookupIpStrategy::Ipv4Only, system),
+            v6: build(LookupIpStrategy::Ipv6Only, system),
         }
     }
 

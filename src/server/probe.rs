@@ -11,9 +11,11 @@ use tokio::time::Instant;
 
 use super::State as AppState;
 use crate::config::Module;
+use crate::logging::ProbeLog;
 use crate::metrics::{self, Format};
 use crate::probe::prober::ProbeRequest;
 use crate::probe::{self as probe_mod, ProbeSpec};
+use crate::store::Record;
 
 /// Why a `/probe` request is refused, each with blackbox's status and text.
 #[derive(Debug)]
@@ -165,31 +167,38 @@ pub async fn handle(
     }
 
     let exposition = metrics::encode_text(&[(&[], &outcome.report)]);
-    let debug_text = debug_output(&outcome.logs, &exposition, &module);
-    state
-        .history
-        .add(&module_name, &target, outcome.success(), debug_text.clone());
-    if params.get("debug").map(String::as_str) == Some("true") {
-        return Ok((
+    let response = if params.get("debug").map(String::as_str) == Some("true") {
+        (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            debug_text,
+            debug_output(&outcome.logs, &exposition, &module),
         )
-            .into_response());
-    }
-    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let body = match format {
-        Format::Text => exposition,
-        Format::OpenMetrics => metrics::encode(format, &[(&[], &outcome.report)]),
+            .into_response()
+    } else {
+        let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+        let body = match format {
+            Format::Text => exposition.clone(),
+            Format::OpenMetrics => metrics::encode(format, &[(&[], &outcome.report)]),
+        };
+        ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
     };
-    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+    // The history keeps the parts of the debug text; `/logs?id=` renders it when asked.
+    state.history.add(Record {
+        module: &module_name,
+        target: &target,
+        success: outcome.success(),
+        logs: outcome.logs,
+        exposition,
+        module_config: module,
+    });
+    Ok(response)
 }
 
 /// blackbox's debug text: the probe's log, the metrics, the module's config (secrets hidden).
-pub fn debug_output(logs: &[String], exposition: &str, module: &Module) -> String {
+pub fn debug_output(logs: &ProbeLog, exposition: &str, module: &Module) -> String {
     let mut out = String::with_capacity(exposition.len() + 1024);
     out.push_str("Logs for the probe:\n");
-    for l in logs {
-        out.push_str(l);
+    for l in logs.lines() {
+        out.push_str(&l);
         out.push('\n');
     }
     out.push_str("\n\n\nMetrics that would have been returned:\n");

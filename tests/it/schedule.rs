@@ -34,7 +34,7 @@ fn recording_runner(work: Duration) -> (Runner, Log) {
                 report: Report::new(),
                 failure: None,
                 duration: work,
-                logs: vec![],
+                logs: Default::default(),
             }
         })
     });

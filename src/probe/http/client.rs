@@ -438,7 +438,7 @@ fn content_length(resp: &http::Response<Incoming>) -> i64 {
         .unwrap_or(-1)
 }
 
-fn check_headers(spec: &Spec, headers: &HeaderMap) -> Result<(), ProbeFailure> {
+pub(super) fn check_headers(spec: &Spec, headers: &HeaderMap) -> Result<(), ProbeFailure> {
     for m in &spec.header_matches {
         let values: Vec<&HeaderValue> = headers.get_all(&m.name).iter().collect();
         if values.is_empty() {
