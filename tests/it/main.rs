@@ -4,6 +4,8 @@ mod support;
 
 /// Config loading: every documented field, and one golden error per bad file.
 mod config;
+/// The shipped dependency examples, and dependency checks run by the scheduler.
+mod dependencies;
 /// The DNS prober against an in-process hickory-server: UDP, TCP, DoT, rcodes, RR validators.
 mod dns;
 /// The binary end to end: endpoints, bad requests, reload, --config.check.
@@ -16,6 +18,13 @@ mod hostile;
 mod http;
 /// The ICMP prober on loopback and in network namespaces the tests create.
 mod icmp;
+/// The MQTT prober against a mosquitto the tests start: round trip, ACLs, subscribe mode, TLS.
+mod mqtt;
+/// The postgres prober against real PostgreSQL clusters made per run (Debian's server), TLS
+/// sslmodes, freshness checks, and silent listeners.
+mod postgres;
+/// The Redis prober against redis-servers the tests start: AUTH, SELECT, ROLE, TLS.
+mod redis;
 /// The scheduler: planned times, concurrency, overruns, reloads, shutdown.
 mod schedule;
 /// The TCP prober: banners, dialogues with capture substitution, STARTTLS, TLS.

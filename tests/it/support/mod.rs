@@ -5,8 +5,10 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod daemon;
 pub mod dns_target;
 pub mod http_target;
 pub mod lookout;
+pub mod pg;
 pub mod samples;
 pub mod tcp_target;
