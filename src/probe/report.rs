@@ -86,7 +86,10 @@ impl Report {
 
     /// An empty report with room for `n` samples.
     pub fn with_capacity(n: usize) -> Report {
-        Report { samples: Vec::with_capacity(n), histograms: Vec::new() }
+        Report {
+            samples: Vec::with_capacity(n),
+            histograms: Vec::new(),
+        }
     }
 
     /// Sets an unlabelled histogram.
