@@ -7,6 +7,29 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+/// Reads a secret or value file named in the config (relative to `base`, the config file's
+/// directory, as blackbox resolves them), trimmed of surrounding whitespace; the error names
+/// `field` and the file.
+pub fn read_file_trimmed(
+    base: &std::path::Path,
+    path: &std::path::Path,
+    field: &str,
+) -> Result<String, (String, String)> {
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    };
+    std::fs::read_to_string(&full)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| {
+            (
+                field.to_owned(),
+                format!("cannot read {}: {e}", full.display()),
+            )
+        })
+}
+
 /// A duration in Prometheus or Go form: `5s`, `1m30s`, `1.5s`, `500ms`, `1d`, `2w`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConfigDuration(pub Duration);

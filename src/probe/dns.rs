@@ -224,10 +224,10 @@ impl Spec {
             }
         }
         Ok(Spec {
-            ip: IpPreference {
-                preferred: section.preferred_ip_protocol.unwrap_or_default(),
-                fallback: section.ip_protocol_fallback.unwrap_or(true),
-            },
+            ip: IpPreference::from_config(
+                section.preferred_ip_protocol,
+                section.ip_protocol_fallback,
+            ),
             query_name: section.query_name.clone(),
             query_type,
             query_class,

@@ -60,10 +60,10 @@ impl Spec {
             tls: section.tls,
             tls_config: tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
                 .map_err(|e| ("tls_config".to_owned(), e))?,
-            ip: IpPreference {
-                preferred: section.preferred_ip_protocol.unwrap_or_default(),
-                fallback: section.ip_protocol_fallback.unwrap_or(true),
-            },
+            ip: IpPreference::from_config(
+                section.preferred_ip_protocol,
+                section.ip_protocol_fallback,
+            ),
         })
     }
 }

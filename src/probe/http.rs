@@ -16,6 +16,7 @@ use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
 use crate::secret::Secret;
+use crate::values::read_file_trimmed as read_trimmed;
 use crate::values::{Regex, Size};
 
 /// `probe_http_duration_seconds{phase}`.
@@ -381,22 +382,6 @@ fn env_proxies() -> Result<(Option<Proxy>, Option<Proxy>), FieldError> {
 
 /// A validation error: the field (relative to the `http:` section) and the message.
 pub type FieldError = (String, String);
-
-fn read_trimmed(base: &Path, path: &Path, field: &str) -> Result<String, FieldError> {
-    let full = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    };
-    std::fs::read_to_string(&full)
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| {
-            (
-                field.to_owned(),
-                format!("cannot read {}: {e}", full.display()),
-            )
-        })
-}
 
 fn parse_status(s: &StatusCode) -> Result<(u16, u16), String> {
     match s {
@@ -802,10 +787,10 @@ impl Spec {
             },
             skip_resolve_phase_with_proxy: section.skip_resolve_phase_with_proxy,
             enable_http2: section.enable_http2.unwrap_or(true),
-            ip: IpPreference {
-                preferred: section.preferred_ip_protocol.unwrap_or_default(),
-                fallback: section.ip_protocol_fallback.unwrap_or(true),
-            },
+            ip: IpPreference::from_config(
+                section.preferred_ip_protocol,
+                section.ip_protocol_fallback,
+            ),
             unsupported,
         })
     }

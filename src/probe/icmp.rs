@@ -97,10 +97,10 @@ impl Spec {
             return Err(("ttl".into(), "\"ttl\" cannot exceed 255".into()));
         }
         Ok(Spec {
-            ip: IpPreference {
-                preferred: section.preferred_ip_protocol.unwrap_or_default(),
-                fallback: section.ip_protocol_fallback.unwrap_or(true),
-            },
+            ip: IpPreference::from_config(
+                section.preferred_ip_protocol,
+                section.ip_protocol_fallback,
+            ),
             source_ip: super::tcp::parse_source_ip(&section.source_ip_address)?,
             payload_size: section.payload_size.unwrap_or(0),
             dont_fragment: section.dont_fragment,

@@ -45,6 +45,7 @@ use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
 use crate::secret::Secret;
+use crate::values::read_file_trimmed as read_trimmed;
 
 /// `probe_mqtt_duration_seconds{phase}`.
 pub static PROBE_MQTT_DURATION_SECONDS: Family = Family::gauge(
@@ -195,22 +196,6 @@ pub struct Spec {
     pub ip: IpPreference,
 }
 
-fn read_trimmed(base: &Path, path: &Path, field: &str) -> Result<String, (String, String)> {
-    let full = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    };
-    std::fs::read_to_string(&full)
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| {
-            (
-                field.to_owned(),
-                format!("cannot read {}: {e}", full.display()),
-            )
-        })
-}
-
 impl Spec {
     /// Validates `section`; relative file names are read relative to `base`.
     pub fn build(section: &Section, base: &Path) -> Result<Spec, (String, String)> {
@@ -289,10 +274,10 @@ impl Spec {
             topic,
             mode,
             ignore_retained: section.ignore_retained,
-            ip: IpPreference {
-                preferred: section.preferred_ip_protocol.unwrap_or_default(),
-                fallback: section.ip_protocol_fallback.unwrap_or(true),
-            },
+            ip: IpPreference::from_config(
+                section.preferred_ip_protocol,
+                section.ip_protocol_fallback,
+            ),
         })
     }
 

@@ -231,10 +231,10 @@ impl Spec {
             query: section.query.clone(),
             max_age: section.max_age.map(|d| d.0),
             fail_if_in_recovery: section.fail_if_in_recovery,
-            ip: IpPreference {
-                preferred: section.preferred_ip_protocol.unwrap_or_default(),
-                fallback: section.ip_protocol_fallback.unwrap_or(true),
-            },
+            ip: IpPreference::from_config(
+                section.preferred_ip_protocol,
+                section.ip_protocol_fallback,
+            ),
         })
     }
 }

@@ -29,6 +29,7 @@ use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
 use crate::secret::Secret;
+use crate::values::read_file_trimmed as read_trimmed;
 
 /// `probe_redis_duration_seconds{phase}`.
 pub static PROBE_REDIS_DURATION_SECONDS: Family = Family::gauge(
@@ -118,22 +119,6 @@ pub struct Spec {
     pub ip: IpPreference,
 }
 
-fn read_trimmed(base: &Path, path: &Path, field: &str) -> Result<String, (String, String)> {
-    let full = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    };
-    std::fs::read_to_string(&full)
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| {
-            (
-                field.to_owned(),
-                format!("cannot read {}: {e}", full.display()),
-            )
-        })
-}
-
 impl Spec {
     /// Validates `section`; relative file names are read relative to `base`.
     pub fn build(section: &Section, base: &Path) -> Result<Spec, (String, String)> {
@@ -162,10 +147,10 @@ impl Spec {
             tls_config: tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
                 .map_err(|e| ("tls_config".to_owned(), e))?,
             expect_role: section.expect_role,
-            ip: IpPreference {
-                preferred: section.preferred_ip_protocol.unwrap_or_default(),
-                fallback: section.ip_protocol_fallback.unwrap_or(true),
-            },
+            ip: IpPreference::from_config(
+                section.preferred_ip_protocol,
+                section.ip_protocol_fallback,
+            ),
         })
     }
 }

@@ -52,6 +52,17 @@ pub struct IpPreference {
     pub fallback: bool,
 }
 
+impl IpPreference {
+    /// From a section's `preferred_ip_protocol` and `ip_protocol_fallback` (blackbox's defaults:
+    /// ip6, with fallback).
+    pub fn from_config(preferred: Option<IpProtocol>, fallback: Option<bool>) -> IpPreference {
+        IpPreference {
+            preferred: preferred.unwrap_or_default(),
+            fallback: fallback.unwrap_or(true),
+        }
+    }
+}
+
 impl Default for IpPreference {
     fn default() -> Self {
         IpPreference {

@@ -134,10 +134,10 @@ impl Spec {
             }
         }
         Ok(Spec {
-            ip: IpPreference {
-                preferred: section.preferred_ip_protocol.unwrap_or_default(),
-                fallback: section.ip_protocol_fallback.unwrap_or(true),
-            },
+            ip: IpPreference::from_config(
+                section.preferred_ip_protocol,
+                section.ip_protocol_fallback,
+            ),
             source_ip: parse_source_ip(&section.source_ip_address)?,
             query_response: section.query_response.clone(),
             tls: section.tls,
