@@ -106,8 +106,33 @@ pub enum TlsVersion {
 
 /// The rustls provider for the whole binary: ring (smaller and faster to build than aws-lc-rs;
 /// handshake cost is comparable for the ECDHE and RSA/ECDSA verification a probe does).
+///
+/// Cipher suites are offered in Go's default order (AES-128-GCM before AES-256-GCM before
+/// ChaCha20, on machines with AES instructions), not rustls' (AES-256 first): a server that
+/// follows the client's preference then picks what blackbox_exporter gets from it, so
+/// `probe_tls_cipher_info` agrees with blackbox on the same target.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.sort_by_key(|s| go_preference(s.suite()));
+    Arc::new(p)
+}
+
+/// Rank of a suite in Go's `crypto/tls` default preference (lower is preferred); the sort is
+/// stable, so suites Go does not rank keep rustls' order after the ranked ones.
+fn go_preference(suite: rustls::CipherSuite) -> u8 {
+    use rustls::CipherSuite as C;
+    match suite {
+        C::TLS13_AES_128_GCM_SHA256 => 0,
+        C::TLS13_AES_256_GCM_SHA384 => 1,
+        C::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => 3,
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 4,
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => 5,
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 6,
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => 7,
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => 8,
+        _ => 9,
+    }
 }
 
 /// Roots and verification settings shared by every connection of one module.
