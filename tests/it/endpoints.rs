@@ -314,3 +314,50 @@ fn config_check_exit_codes() {
         "{stderr}"
     );
 }
+
+/// A `/probe` client that hangs up mid-probe cancels the probe: its connection to the target is
+/// closed then, not when the module's timeout (60 s here) runs out, as blackbox's request context
+/// does.
+#[tokio::test]
+async fn a_client_that_hangs_up_cancels_its_probe() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A target that accepts, says nothing, and reports when its peer closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    let (accepted_tx, accepted) = tokio::sync::oneshot::channel::<()>();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let _ = accepted_tx.send(());
+        let mut buf = [0u8; 64];
+        while let Ok(n) = conn.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+
+    let lk = Lookout::start(
+        "modules:\n  silent:\n    prober: tcp\n    timeout: 60s\n    tcp:\n      query_response:\n        - expect: \"^never\"\n",
+    )
+    .await;
+    let mut client = tokio::net::TcpStream::connect(lk.addr).await.unwrap();
+    let req = format!(
+        "GET /probe?module=silent&target={} HTTP/1.1\r\nhost: lookout\r\n\r\n",
+        q(&target.to_string())
+    );
+    client.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), accepted)
+        .await
+        .expect("the probe connects to the target")
+        .unwrap();
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(30), closed)
+        .await
+        .expect(
+            "the probe's connection closes when its client hangs up, long before its 60 s timeout",
+        )
+        .unwrap();
+}
