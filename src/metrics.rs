@@ -182,10 +182,38 @@ fn cmp_own(a: &Labels, b: &Labels) -> std::cmp::Ordering {
 }
 
 /// Text format 0.0.4: families sorted by name; within a family the series of each report in
-/// turn, each report's own series in Go's order. Streams into one `String` without a
+/// turn, each report's own series in Go's order. Writes into one `String` without a
 /// per-series allocation, so `/metrics` over many targets costs one pass per family.
 pub fn encode_text(parts: &[(&[(String, String)], &Report)]) -> String {
-    let mut families: BTreeMap<&'static str, &'static Family> = BTreeMap::new();
+    let (families, total) = families_of(parts);
+    let mut out = String::with_capacity(total * 96 + families.len() * 160);
+    write_text(&families, parts, &mut out, |_| true);
+    out
+}
+
+/// The same text as `encode_text`, handed to `sink` in pieces of about `chunk` bytes (cut
+/// between reports, never inside a line), so a `/metrics` answer over many targets is never
+/// held whole. Stops early when `sink` returns false (the client went away).
+pub fn encode_text_chunked(
+    parts: &[(&[(String, String)], &Report)],
+    chunk: usize,
+    mut sink: impl FnMut(String) -> bool,
+) {
+    let (families, _) = families_of(parts);
+    let mut out = String::with_capacity(chunk + 4096);
+    let complete = write_text(&families, parts, &mut out, |out| {
+        out.len() < chunk || sink(std::mem::replace(out, String::with_capacity(chunk + 4096)))
+    });
+    if complete && !out.is_empty() {
+        sink(out);
+    }
+}
+
+type Families = BTreeMap<&'static str, &'static Family>;
+
+/// The families the reports hold, by name, and roughly how many series they make.
+fn families_of(parts: &[(&[(String, String)], &Report)]) -> (Families, usize) {
+    let mut families = Families::new();
     let mut total = 0usize;
     for (_, r) in parts {
         for s in r.samples() {
@@ -196,14 +224,24 @@ pub fn encode_text(parts: &[(&[(String, String)], &Report)]) -> String {
         }
         total += r.samples().len() + r.histograms().len() * 16;
     }
-    let mut out = String::with_capacity(total * 96 + families.len() * 160);
+    (families, total)
+}
+
+/// Writes the exposition into `out`, calling `flush` after each report's series of a family;
+/// returns false as soon as `flush` does.
+fn write_text(
+    families: &Families,
+    parts: &[(&[(String, String)], &Report)],
+    out: &mut String,
+    mut flush: impl FnMut(&mut String) -> bool,
+) -> bool {
     let mut picked: Vec<usize> = Vec::new();
     let mut labels: Vec<(&str, &str)> = Vec::with_capacity(16);
-    for (name, family) in families {
+    for (&name, &family) in families {
         out.push_str("# HELP ");
         out.push_str(name);
         out.push(' ');
-        escape_help(&mut out, family.help);
+        escape_help(out, family.help);
         out.push_str("\n# TYPE ");
         out.push_str(name);
         out.push_str(match family.kind {
@@ -224,7 +262,7 @@ pub fn encode_text(parts: &[(&[(String, String)], &Report)]) -> String {
                 labels.extend(prefix.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                 labels.extend(sample.labels.iter().map(|(k, v)| (k.as_ref(), v.as_str())));
                 labels.sort_by(|a, b| a.0.cmp(b.0));
-                push_series(&mut out, name, "", &labels, None, sample.value);
+                push_series(out, name, "", &labels, None, sample.value);
             }
             for h in report
                 .histograms()
@@ -243,7 +281,7 @@ pub fn encode_text(parts: &[(&[(String, String)], &Report)]) -> String {
                         go_float(*le)
                     };
                     push_series(
-                        &mut out,
+                        out,
                         name,
                         "_bucket",
                         &labels,
@@ -251,12 +289,15 @@ pub fn encode_text(parts: &[(&[(String, String)], &Report)]) -> String {
                         cumulative as f64,
                     );
                 }
-                push_series(&mut out, name, "_sum", &labels, None, h.sum);
-                push_series(&mut out, name, "_count", &labels, None, h.count as f64);
+                push_series(out, name, "_sum", &labels, None, h.sum);
+                push_series(out, name, "_count", &labels, None, h.count as f64);
+            }
+            if !flush(out) {
+                return false;
             }
         }
     }
-    out
+    true
 }
 
 fn escape_help(out: &mut String, s: &str) {
@@ -482,6 +523,39 @@ mod tests {
             "# HELP probe_a Phase\n# TYPE probe_a gauge\nprobe_a{phase=\"connect\"} 0.5\nprobe_a{phase=\"tls\"} 0.25\n\
              # HELP probe_b Help with \\\\ and\\nnewline\n# TYPE probe_b gauge\nprobe_b 1\n"
         );
+    }
+
+    #[test]
+    fn chunked_text_is_the_same_text_in_pieces_and_stops_when_told() {
+        let reports: Vec<(Vec<(String, String)>, Report)> = (0..50)
+            .map(|i| {
+                let mut r = Report::new();
+                r.set(&A, i as f64);
+                r.set_labeled(&B, &[("phase", "connect")], 0.5);
+                (vec![("target".to_owned(), format!("t{i}"))], r)
+            })
+            .collect();
+        let parts: Vec<(&[(String, String)], &Report)> =
+            reports.iter().map(|(l, r)| (l.as_slice(), r)).collect();
+        let whole = encode_text(&parts);
+        let mut pieces = Vec::new();
+        encode_text_chunked(&parts, 200, |p| {
+            pieces.push(p);
+            true
+        });
+        assert!(pieces.len() > 10, "{} pieces", pieces.len());
+        assert!(
+            pieces.iter().all(|p| p.ends_with('\n')),
+            "cut inside a line"
+        );
+        assert_eq!(pieces.concat(), whole);
+
+        let mut taken = 0;
+        encode_text_chunked(&parts, 200, |_| {
+            taken += 1;
+            taken < 3
+        });
+        assert_eq!(taken, 3, "encoding goes on after the sink refused");
     }
 
     #[test]

@@ -4,6 +4,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -12,13 +15,44 @@ use super::State as AppState;
 use crate::metrics::{self, Format};
 
 /// `GET /metrics`: lookout's own metrics and every scheduled target's latest result.
+///
+/// The text format is streamed: a blocking thread (so a scrape never delays the workers that run
+/// probes and the scheduler, and never waits for a running probe) encodes it in pieces of
+/// `METRICS_CHUNK` bytes into a channel of `METRICS_CHUNKS_IN_FLIGHT`, and the answer is sent as
+/// they come, so at 100k targets (~95 MiB of text) no more than about 1 MiB of it is held at once.
+/// OpenMetrics (prometheus-client's encoder) is built whole.
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    // Encoding 100k targets takes a while: keep it off the workers that run probes and the
-    // scheduler, so a scrape never delays them (and never waits for a running probe).
-    let body = tokio::task::spawn_blocking(move || encode_all(&state, format)).await;
+    let content_type = [(header::CONTENT_TYPE, format.content_type())];
+    if format == Format::Text {
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(METRICS_CHUNKS_IN_FLIGHT);
+        tokio::task::spawn_blocking(move || {
+            let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                with_parts(&state, |parts| {
+                    metrics::encode_text_chunked(parts, METRICS_CHUNK, |piece| {
+                        // An error means the client went away: stop encoding.
+                        tx.blocking_send(Ok(Bytes::from(piece))).is_ok()
+                    })
+                })
+            }));
+            if encoded.is_err() {
+                // Ends the answer with an error, so hyper breaks the connection rather than
+                // finishing a truncated body as if it were whole.
+                let _ = tx.blocking_send(Err(std::io::Error::other("encoding metrics failed")));
+            }
+        });
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|piece| (piece, rx))
+        });
+        return (content_type, Body::from_stream(body)).into_response();
+    }
+    let body = tokio::task::spawn_blocking(move || {
+        with_parts(&state, |parts| metrics::encode(format, parts))
+    })
+    .await;
     match body {
-        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Ok(body) => (content_type, body).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics failed: {e}\n"),
@@ -27,12 +61,20 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     }
 }
 
-fn encode_all(state: &AppState, format: Format) -> String {
+/// Size of one piece of a streamed `/metrics` answer, and how many may wait to be sent.
+const METRICS_CHUNK: usize = 256 * 1024;
+const METRICS_CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Calls `f` with everything `/metrics` shows: lookout's own metrics, the scheduler's, and each
+/// target's latest result and counters, labelled with its target, instance, module and user
+/// labels; built from stored results.
+fn with_parts<T>(
+    state: &AppState,
+    f: impl FnOnce(&[(&[(String, String)], &crate::probe::report::Report)]) -> T,
+) -> T {
     let own = state.metrics.snapshot();
     let scheduler = state.scheduler.self_metrics();
     let states = state.scheduler.states();
-    // Each target's latest result and counters, labelled with its target, instance, module
-    // and user labels; built from stored results.
     let targets: Vec<_> = states
         .iter()
         .map(|s| (s.target(), s.last(), s.counters()))
@@ -47,7 +89,7 @@ fn encode_all(state: &AppState, format: Format) -> String {
         }
         parts.push((&target.labels, counters));
     }
-    metrics::encode(format, &parts)
+    f(&parts)
 }
 
 /// `GET /-/healthy`.
