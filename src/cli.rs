@@ -31,6 +31,12 @@ pub struct Cli {
     #[arg(long = "web.route-prefix", default_value = "/", value_name = "PATH")]
     pub route_prefix: String,
 
+    /// Answer OpenMetrics on /probe and /metrics when the scrape's Accept header asks for it.
+    /// Off by default: blackbox_exporter always answers the text format 0.0.4, and Prometheus
+    /// asks for OpenMetrics first, so turning this on changes what every scrape gets.
+    #[arg(long = "web.enable-openmetrics")]
+    pub enable_openmetrics: bool,
+
     /// Seconds subtracted from Prometheus' scrape timeout to get the probe deadline.
     #[arg(long = "timeout-offset", default_value_t = 0.5, value_name = "SECONDS")]
     pub timeout_offset: f64,

@@ -104,6 +104,7 @@ impl App {
             scheduler: Arc::new(schedule::Scheduler::default()),
             timeout_offset: cli.timeout_offset,
             prefix: normalise_prefix(&cli.route_prefix),
+            openmetrics: cli.enable_openmetrics,
         });
         let mut last_err = None;
         let mut listener = None;

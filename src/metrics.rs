@@ -2,8 +2,9 @@
 //!
 //! blackbox_exporter answers in the Prometheus text format 0.0.4, families sorted by name, labels
 //! sorted by name, numbers printed as Go's `strconv.FormatFloat(v, 'g', -1, 64)`. lookout does the
-//! same by default and answers OpenMetrics (through prometheus-client's encoder) when the scrape's
-//! `Accept` header asks for it.
+//! same whatever the `Accept` header asks (blackbox's promhttp handlers have OpenMetrics off, and
+//! Prometheus asks for OpenMetrics first), and answers OpenMetrics (through prometheus-client's
+//! encoder) only when `--web.enable-openmetrics` is set and the scrape's `Accept` header asks.
 
 pub mod process;
 
@@ -34,10 +35,13 @@ pub enum Format {
 }
 
 impl Format {
-    /// Picks the format from an `Accept` header: OpenMetrics only when the client lists it.
-    pub fn negotiate(accept: Option<&str>) -> Format {
+    /// Picks the format for a request: text 0.0.4, as blackbox answers whatever `Accept` says,
+    /// unless OpenMetrics is enabled (`--web.enable-openmetrics`) and the client lists it.
+    pub fn negotiate(accept: Option<&str>, openmetrics_enabled: bool) -> Format {
         match accept {
-            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            Some(a) if openmetrics_enabled && a.contains("application/openmetrics-text") => {
+                Format::OpenMetrics
+            }
             _ => Format::Text,
         }
     }

@@ -34,6 +34,8 @@ pub struct State {
     pub timeout_offset: f64,
     /// `--web.route-prefix`, normalised to "" or "/prefix".
     pub prefix: String,
+    /// `--web.enable-openmetrics`: answer OpenMetrics when the scrape asks for it.
+    pub openmetrics: bool,
 }
 
 /// The router with every endpoint, under `state.prefix`.

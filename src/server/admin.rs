@@ -22,7 +22,10 @@ use crate::metrics::{self, Format};
 /// they come, so at 100k targets (~95 MiB of text) no more than about 1 MiB of it is held at once.
 /// OpenMetrics (prometheus-client's encoder) is built whole.
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let format = Format::negotiate(
+            headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+            state.openmetrics,
+        );
     let content_type = [(header::CONTENT_TYPE, format.content_type())];
     if format == Format::Text {
         let (tx, rx) =

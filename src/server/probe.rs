@@ -174,7 +174,10 @@ pub async fn handle(
         )
             .into_response()
     } else {
-        let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+        let format = Format::negotiate(
+            headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+            state.openmetrics,
+        );
         let body = match format {
             Format::Text => exposition.clone(),
             Format::OpenMetrics => metrics::encode(format, &[(&[], &outcome.report)]),

@@ -4,7 +4,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::support::http_target::{HttpTarget, Route};
-use crate::support::lookout::{Lookout, q, request};
+use crate::support::lookout::{Lookout, PROMETHEUS_ACCEPT, q, request};
 use crate::support::samples::Samples;
 
 const CONFIG: &str = "modules:\n  http_2xx:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n  oauth:\n    prober: http\n    http:\n      oauth2:\n        client_id: x\n        token_url: http://127.0.0.1:1/token\n";
@@ -169,26 +169,42 @@ async fn scrape_timeout_header_caps_the_probe() {
 }
 
 #[tokio::test]
-async fn openmetrics_when_asked() {
+async fn text_format_whatever_prometheus_accepts() {
+    // Prometheus asks for OpenMetrics first; blackbox answers text 0.0.4 all the same.
     let lk = Lookout::start(CONFIG).await;
-    let a = request(
-        lk.addr,
-        "GET",
-        "/metrics",
-        &[("Accept", "application/openmetrics-text; version=1.0.0")],
-    )
-    .await;
-    assert!(
-        a.content_type.starts_with("application/openmetrics-text"),
-        "{}",
-        a.content_type
-    );
-    assert!(a.body.ends_with("# EOF\n"), "{}", a.body);
+    for path in ["/metrics", "/probe?module=http_2xx&target=127.0.0.1:1"] {
+        let a = request(lk.addr, "GET", path, &[("Accept", PROMETHEUS_ACCEPT)]).await;
+        assert_eq!(a.status, 200, "{path}: {}", a.body);
+        assert_eq!(
+            a.content_type, "text/plain; version=0.0.4; charset=utf-8",
+            "{path}"
+        );
+        assert!(!a.body.contains("# EOF"), "{path}: {}", a.body);
+    }
+}
+
+#[tokio::test]
+async fn openmetrics_when_enabled_and_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let lk = Lookout::start_with_flags(dir, CONFIG, &["--web.enable-openmetrics"]).await;
+    for path in ["/metrics", "/probe?module=http_2xx&target=127.0.0.1:1"] {
+        let a = request(lk.addr, "GET", path, &[("Accept", PROMETHEUS_ACCEPT)]).await;
+        assert!(
+            a.content_type.starts_with("application/openmetrics-text"),
+            "{path}: {}",
+            a.content_type
+        );
+        assert!(a.body.ends_with("# EOF\n"), "{path}: {}", a.body);
+    }
+    let a = request(lk.addr, "GET", "/metrics", &[]).await;
     assert!(
         a.body.contains("# TYPE blackbox_module_unknown counter"),
         "{}",
         a.body
     );
+    // A client that does not list OpenMetrics still gets text.
+    let a = request(lk.addr, "GET", "/metrics", &[("Accept", "text/plain")]).await;
+    assert_eq!(a.content_type, "text/plain; version=0.0.4; charset=utf-8");
 }
 
 #[tokio::test]

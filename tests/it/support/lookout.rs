@@ -29,7 +29,19 @@ pub struct Answer {
     pub body: String,
 }
 
-/// Sends one HTTP/1.1 request to `addr` and reads the whole answer.
+/// What Prometheus 2.42 (Debian's) sends as `Accept` on every scrape: OpenMetrics first.
+pub const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// The headers Prometheus sends on every scrape (besides the scrape timeout, which tests set
+/// where they mean it); `request` adds each one the caller does not set itself.
+pub const PROMETHEUS_HEADERS: [(&str, &str); 3] = [
+    ("Accept", PROMETHEUS_ACCEPT),
+    ("Accept-Encoding", "gzip"),
+    ("User-Agent", "Prometheus/2.42.0"),
+];
+
+/// Sends one HTTP/1.1 request to `addr` as Prometheus would (its headers unless `headers` sets
+/// them) and reads the whole answer, gunzipping a gzip-encoded body.
 pub async fn request(
     addr: SocketAddr,
     method: &str,
@@ -48,6 +60,11 @@ pub async fn request(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
+    for (k, v) in PROMETHEUS_HEADERS {
+        if !headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(k)) {
+            req = req.header(k, v);
+        }
+    }
     let resp = sender
         .send_request(req.body(Empty::<Bytes>::new()).unwrap())
         .await
@@ -58,7 +75,19 @@ pub async fn request(
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
+    let gzipped = resp
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let body = if gzipped {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+            .expect("gzip body decodes");
+        out
+    } else {
+        body.to_vec()
+    };
     Answer {
         status,
         content_type,
@@ -80,15 +109,22 @@ impl Lookout {
 
     /// Starts lookout with `yaml`, written into `dir`.
     pub async fn start_in(dir: tempfile::TempDir, yaml: &str) -> Lookout {
+        Lookout::start_with_flags(dir, yaml, &[]).await
+    }
+
+    /// Starts lookout with `yaml`, written into `dir`, and extra command-line flags.
+    pub async fn start_with_flags(dir: tempfile::TempDir, yaml: &str, flags: &[&str]) -> Lookout {
         let config_path = dir.path().join("lookout.yml");
         std::fs::write(&config_path, yaml).unwrap();
-        let cli = <lookout::cli::Cli as clap::Parser>::parse_from([
+        let mut args = vec![
             "lookout",
             "--config.file",
             config_path.to_str().unwrap(),
             "--web.listen-address",
             "127.0.0.1:0",
-        ]);
+        ];
+        args.extend_from_slice(flags);
+        let cli = <lookout::cli::Cli as clap::Parser>::parse_from(args);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = lookout::App::start(&cli, async move {
             let _ = rx.await;
