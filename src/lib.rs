@@ -5,7 +5,9 @@
 //! - `config`: the only reader of the config file; validates into plain structs.
 //! - `probe`: one module per protocol behind `Prober`; `probe::run` is the single entry point.
 //! - `metrics`: the only module that knows exposition formats.
-//! - `server`: HTTP endpoints; `reload`: config reloads; `store`: recent probe history.
+//! - `results`: every finished probe as a `ProbeResult`, published on the `ResultBus`.
+//! - `schedule`: lookout's own scheduler; `state`: what the application shares.
+//! - `server`: HTTP endpoints and the accept loop; `reload`: config reloads.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
@@ -17,10 +19,11 @@ pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod reload;
+pub mod results;
 pub mod schedule;
 pub mod secret;
 pub mod server;
-pub mod store;
+pub mod state;
 pub mod values;
 
 use std::net::SocketAddr;
@@ -35,8 +38,9 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, ConfigSource};
 use crate::metrics::process::SelfMetrics;
 use crate::probe::resolve::Resolver;
-use crate::server::State;
-use crate::store::History;
+use crate::results::ResultBus;
+use crate::server::recent::Recent;
+use crate::state::State;
 
 /// A running lookout: its bound address and the task serving it.
 #[derive(Debug)]
@@ -77,7 +81,7 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<App> {
         logging::ensure_capture();
-        let metrics = SelfMetrics::default();
+        let metrics = Arc::new(SelfMetrics::default());
         let source = cli.config_source();
         let config = match config::load_source(&source) {
             Ok(c) => Arc::new(c),
@@ -95,13 +99,18 @@ impl App {
         );
         let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
         let resolver = Resolver::system();
+        let results = Arc::new(ResultBus::default());
+        let recent = Arc::new(Recent::new(cli.history_limit));
+        results.attach(metrics.clone());
+        results.attach(recent.clone());
         let state = Arc::new(State {
             config: ArcSwap::new(config),
             config_tx,
             resolver: resolver.clone(),
             metrics,
-            history: History::new(cli.history_limit),
-            scheduler: Arc::new(schedule::Scheduler::default()),
+            scheduler: Arc::new(schedule::Scheduler::new(results.clone())),
+            results,
+            recent,
             timeout_offset: cli.timeout_offset,
             prefix: normalise_prefix(&cli.route_prefix),
             openmetrics: cli.enable_openmetrics,
@@ -148,17 +157,11 @@ impl App {
                 cli.config_watch_interval,
             ));
         }
-        let router = server::router(state.clone());
         let server_stop = stop.clone();
         let grace = cli.shutdown_grace_period;
+        let serve_state = state.clone();
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, router)
-                .with_graceful_shutdown(server_stop.clone().cancelled_owned());
-            // Open `/probe` requests get the grace period too, then the process goes.
-            let served = tokio::select! {
-                r = std::future::IntoFuture::into_future(serve) => r,
-                _ = async { server_stop.cancelled().await; tokio::time::sleep(grace).await } => Ok(()),
-            };
+            let served = server::serve(listener, serve_state, server_stop, grace).await;
             let _ = scheduler.await;
             served
         });

@@ -38,6 +38,11 @@ pub static PROBE_DURATION_SECONDS: Family = Family::gauge(
     "Returns how long the probe took to complete in seconds",
 );
 
+/// In unit tests, a probe of this target panics inside the prober's task: the only way to show
+/// that a panic is caught and counted, since no real input makes a prober panic.
+#[cfg(test)]
+pub const PANIC_TARGET: &str = "lookout-test:panic";
+
 /// A module's validated probe settings: one variant per `prober:` value.
 ///
 /// Variants differ in size; specs live once per module behind an `Arc`, so boxing buys nothing.
@@ -95,6 +100,23 @@ impl ProbeSpec {
     }
 }
 
+/// What a module says about request-level overrides, so `/probe` asks the spec rather than
+/// matching on protocols.
+impl ProbeSpec {
+    /// Whether `/probe?hostname=` applies to this prober (blackbox: HTTP only).
+    pub fn takes_hostname(&self) -> bool {
+        matches!(self, ProbeSpec::Http(_))
+    }
+
+    /// The Host header the module sets itself, which a `hostname=` parameter must not contradict.
+    pub fn host_header(&self) -> Option<&str> {
+        match self {
+            ProbeSpec::Http(s) => s.host_header(),
+            _ => None,
+        }
+    }
+}
+
 /// The result of one probe, as plain data.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -102,6 +124,8 @@ pub struct Outcome {
     pub report: Report,
     /// Why it failed; `None` on success.
     pub failure: Option<ProbeFailure>,
+    /// Whether the probe panicked (a bug; `failure` is then `FailureKind::Internal`).
+    pub panicked: bool,
     /// How long it took.
     pub duration: Duration,
     /// The probe's captured log (formatted when read).
@@ -135,7 +159,8 @@ pub async fn run(
         ("target", req.target.clone()),
         ("prober", spec.prober_name().to_owned()),
     ];
-    let timeout = deadline.saturating_duration_since(Instant::now());
+    let begun = Instant::now();
+    let timeout = deadline.saturating_duration_since(begun);
     let task = std::panic::AssertUnwindSafe(async move {
         crate::logging::capture(scope, async move {
             debug!(timeout_seconds = timeout.as_secs_f64(), "Beginning probe");
@@ -152,6 +177,10 @@ pub async fn run(
                 // Boxed: the future of the largest prober is several KiB, and unboxed it
                 // would make every caller's future (and the task holding it) that big, moved
                 // whole when spawned; boxed it is allocated once, when the probe starts.
+                #[cfg(test)]
+                if req.target == PANIC_TARGET {
+                    panic!("a test asked this probe to panic");
+                }
                 tokio::time::timeout_at(deadline, Box::pin(spec.probe(&req, &mut cx))).await
             };
             let failure = match result {
@@ -182,6 +211,7 @@ pub async fn run(
         Ok(((report, failure, duration), logs)) => Outcome {
             report,
             failure,
+            panicked: false,
             duration,
             logs,
         },
@@ -192,16 +222,18 @@ pub async fn run(
                 .or_else(|| e.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(module = module, err = %e, "probe panicked");
+            let duration = begun.elapsed();
             let mut report = Report::new();
             report.set(&PROBE_SUCCESS, 0.0);
-            report.set(&PROBE_DURATION_SECONDS, 0.0);
+            report.set(&PROBE_DURATION_SECONDS, duration.as_secs_f64());
             Outcome {
                 report,
                 failure: Some(ProbeFailure::new(
                     FailureKind::Internal,
                     format!("probe panicked: {e}"),
                 )),
-                duration: Duration::ZERO,
+                panicked: true,
+                duration,
                 logs: ProbeLog::default(),
             }
         }

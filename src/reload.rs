@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::ConfigSource;
 use crate::config::{self, ConfigError};
-use crate::server::State;
+use crate::state::State;
 
 fn source_of(state: &State) -> ConfigSource {
     let path = state.config.load().file.clone();

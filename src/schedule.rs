@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
@@ -22,6 +22,7 @@ use crate::probe::prober::ProbeRequest;
 use crate::probe::report::{Family, Kind, Report};
 use crate::probe::resolve::Resolver;
 use crate::probe::{self, Outcome};
+use crate::results::{ProbeResult, ResultBus, Subscriber};
 
 static PROBES_TOTAL: Family = Family {
     name: "lookout_probes_total",
@@ -86,17 +87,6 @@ pub fn probe_runner(resolver: Resolver) -> Runner {
     })
 }
 
-/// The latest completed probe of a target.
-#[derive(Debug)]
-pub struct LastResult {
-    /// Its measurements.
-    pub report: Report,
-    /// When it finished (Unix seconds).
-    pub finished_at: f64,
-    /// Whether it succeeded.
-    pub success: bool,
-}
-
 /// One scheduled target's live state.
 #[derive(Debug)]
 pub struct TargetState {
@@ -105,7 +95,7 @@ pub struct TargetState {
     failures: AtomicU64,
     missed: AtomicU64,
     running: AtomicBool,
-    last: Mutex<Option<Arc<LastResult>>>,
+    last: Mutex<Option<Arc<ProbeResult>>>,
 }
 
 impl TargetState {
@@ -126,7 +116,7 @@ impl TargetState {
     }
 
     /// The latest completed result, if any.
-    pub fn last(&self) -> Option<Arc<LastResult>> {
+    pub fn last(&self) -> Option<Arc<ProbeResult>> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -146,9 +136,34 @@ impl TargetState {
         );
         r.set(&MISSED_TOTAL, self.missed.load(Ordering::Relaxed) as f64);
         if let Some(last) = self.last() {
-            r.set(&LAST_PROBE, last.finished_at);
+            r.set(&LAST_PROBE, last.finished_unix());
         }
         r
+    }
+}
+
+/// The latest-state table behind `/metrics`: each scheduled target's last result and counters,
+/// kept up to date as a subscriber of the result bus.
+#[derive(Debug, Default)]
+pub struct Latest {
+    by_name: ArcSwap<HashMap<String, Arc<TargetState>>>,
+}
+
+impl Subscriber for Latest {
+    fn deliver(&self, result: &Arc<ProbeResult>) {
+        let Some(target) = &result.scheduled else {
+            return;
+        };
+        // A result for a target a reload removed finds no state and is dropped here.
+        let Some(state) = self.by_name.load().get(&target.name).cloned() else {
+            return;
+        };
+        if result.success() {
+            state.successes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            state.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        *state.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
     }
 }
 
@@ -183,17 +198,14 @@ pub struct Scheduler {
     running: AtomicU64,
     max_concurrency: AtomicU64,
     lateness: Lateness,
+    results: Arc<ResultBus>,
+    latest: Arc<Latest>,
 }
 
 impl Default for Scheduler {
+    /// A scheduler publishing to a bus of its own.
     fn default() -> Self {
-        Scheduler {
-            epoch: Instant::now(),
-            states: ArcSwap::from_pointee(Vec::new()),
-            running: AtomicU64::new(0),
-            max_concurrency: AtomicU64::new(0),
-            lateness: Lateness::default(),
-        }
+        Scheduler::new(Arc::new(ResultBus::default()))
     }
 }
 
@@ -228,6 +240,27 @@ pub fn next_due(epoch: Instant, now: Instant, phase: Duration, interval: Duratio
 }
 
 impl Scheduler {
+    /// A scheduler that publishes every finished probe to `results`, where its latest-state
+    /// table subscribes.
+    pub fn new(results: Arc<ResultBus>) -> Scheduler {
+        let latest = Arc::new(Latest::default());
+        results.attach(latest.clone());
+        Scheduler {
+            epoch: Instant::now(),
+            states: ArcSwap::from_pointee(Vec::new()),
+            running: AtomicU64::new(0),
+            max_concurrency: AtomicU64::new(0),
+            lateness: Lateness::default(),
+            results,
+            latest,
+        }
+    }
+
+    /// Where this scheduler publishes its results.
+    pub fn results(&self) -> &Arc<ResultBus> {
+        &self.results
+    }
+
     /// The origin of the targets' planned times.
     pub fn epoch(&self) -> Instant {
         self.epoch
@@ -289,6 +322,12 @@ impl Scheduler {
                 _ => Arc::new(TargetState::new(t.clone())),
             })
             .collect();
+        self.latest.by_name.store(Arc::new(
+            states
+                .iter()
+                .map(|s| (s.target().name.clone(), s.clone()))
+                .collect(),
+        ));
         self.states.store(Arc::new(states.clone()));
         self.max_concurrency
             .store(config.scheduler.max_concurrency as u64, Ordering::Relaxed);
@@ -403,23 +442,17 @@ impl Scheduler {
             let permit = semaphore.acquire_owned().await;
             let start = Instant::now();
             me.lateness.record(start.saturating_duration_since(due));
+            let started = SystemTime::now();
             let outcome = runner(target.clone(), start + target.timeout).await;
             drop(permit);
-            let success = outcome.success();
-            if success {
-                state.successes.fetch_add(1, Ordering::Relaxed);
-            } else {
-                state.failures.fetch_add(1, Ordering::Relaxed);
-            }
-            let finished_at = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            *state.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(LastResult {
-                report: outcome.report,
-                finished_at,
-                success,
-            }));
+            let result = ProbeResult::new(
+                outcome,
+                target.module.clone(),
+                target.target.clone(),
+                Some(target.clone()),
+                started,
+            );
+            me.results.publish(result);
             state.running.store(false, Ordering::Release);
             me.running.fetch_sub(1, Ordering::Relaxed);
         });

@@ -1,42 +1,19 @@
 //! The HTTP endpoints: the only module that knows routing. `/probe` lives in `server/probe.rs`,
-//! the rest in `server/admin.rs`.
+//! the rest in `server/admin.rs`; `serve` is the accept loop.
 
 mod admin;
 mod probe;
+pub mod recent;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::metrics::process::SelfMetrics;
-use crate::probe::resolve::Resolver;
-use crate::store::History;
-
-/// What every handler shares.
-#[derive(Debug)]
-pub struct State {
-    /// The current config; replaced whole on reload.
-    pub config: ArcSwap<Config>,
-    /// Tells the scheduler about a new config.
-    pub config_tx: tokio::sync::watch::Sender<Arc<Config>>,
-    /// The scheduler's targets and results.
-    pub scheduler: Arc<crate::schedule::Scheduler>,
-    /// Name resolution for probes.
-    pub resolver: Resolver,
-    /// lookout's own metrics.
-    pub metrics: SelfMetrics,
-    /// Recent probes.
-    pub history: History,
-    /// `--timeout-offset` in seconds.
-    pub timeout_offset: f64,
-    /// `--web.route-prefix`, normalised to "" or "/prefix".
-    pub prefix: String,
-    /// `--web.enable-openmetrics`: answer OpenMetrics when the scrape asks for it.
-    pub openmetrics: bool,
-}
+pub use crate::state::State;
 
 /// The router with every endpoint, under `state.prefix`.
 pub fn router(state: Arc<State>) -> Router {
@@ -56,5 +33,21 @@ pub fn router(state: Arc<State>) -> Router {
         routes
     } else {
         Router::new().nest(&state.prefix, routes)
+    }
+}
+
+/// Serves the endpoints on `listener` until `shutdown` is cancelled; open requests (a `/probe`
+/// still running) then get `grace` to finish before the connections are dropped.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let serve = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    tokio::select! {
+        r = std::future::IntoFuture::into_future(serve) => r,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => Ok(()),
     }
 }

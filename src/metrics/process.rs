@@ -9,7 +9,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use crate::probe::prober::FailureKind;
 use crate::probe::report::{Family, Kind, Report};
+use crate::results::{ProbeResult, Subscriber};
 
 static BUILD_INFO: Family = Family::gauge(
     "lookout_build_info",
@@ -43,7 +47,7 @@ static PROBE_REQUESTS: Family = Family {
 };
 static PROBE_FAILURES: Family = Family {
     name: "lookout_probe_failures_total",
-    help: "Failed probes by module and failure reason.",
+    help: "Failed probes (through /probe and scheduled) by module and failure reason.",
     kind: Kind::Counter,
 };
 static PROBE_PANICS: Family = Family {
@@ -81,8 +85,24 @@ pub struct SelfMetrics {
     reload_ts_bits: AtomicU64,
     unknown_modules: AtomicU64,
     panics: AtomicU64,
-    probes: Mutex<BTreeMap<(String, &'static str), u64>>,
-    failures: Mutex<BTreeMap<(String, &'static str), u64>>,
+    probes: Mutex<Counts>,
+    failures: Mutex<Counts>,
+}
+
+/// Counts by module, then by a label value.
+type Counts = BTreeMap<String, BTreeMap<&'static str, u64>>;
+
+impl Subscriber for SelfMetrics {
+    fn deliver(&self, r: &Arc<ProbeResult>) {
+        if r.panicked {
+            self.panics.fetch_add(1, Ordering::Relaxed);
+        }
+        self.record_probe(
+            &r.module.name,
+            r.scheduled.is_none(),
+            r.failure_kind().map(FailureKind::as_str),
+        );
+    }
 }
 
 impl Default for SelfMetrics {
@@ -120,35 +140,30 @@ impl SelfMetrics {
         self.unknown_modules.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a finished probe; `reason` is the failure kind's name for failed ones.
-    pub fn record_probe(&self, module: &str, reason: Option<&'static str>) {
-        let result = if reason.is_some() {
-            "failure"
-        } else {
-            "success"
-        };
-        fn bump(
-            map: &Mutex<BTreeMap<(String, &'static str), u64>>,
-            module: &str,
-            key: &'static str,
-        ) {
+    /// Counts a finished probe: `/probe` requests by module and result, failures (of `/probe`
+    /// and scheduled probes alike) by module and reason, panics.
+    fn record_probe(&self, module: &str, via_probe_endpoint: bool, reason: Option<&'static str>) {
+        fn bump(map: &Mutex<Counts>, module: &str, key: &'static str) {
             let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-            match map.get_mut(&(module.to_owned(), key)) {
-                Some(n) => *n += 1,
+            // Looked up by `&str` first: no allocation once a module has been seen.
+            match map.get_mut(module) {
+                Some(keys) => *keys.entry(key).or_insert(0) += 1,
                 None => {
-                    map.insert((module.to_owned(), key), 1);
+                    map.insert(module.to_owned(), BTreeMap::from([(key, 1)]));
                 }
             }
         }
-        bump(&self.probes, module, result);
+        if via_probe_endpoint {
+            let result = if reason.is_some() {
+                "failure"
+            } else {
+                "success"
+            };
+            bump(&self.probes, module, result);
+        }
         if let Some(reason) = reason {
             bump(&self.failures, module, reason);
         }
-    }
-
-    /// Counts a probe that panicked.
-    pub fn record_panic(&self) {
-        self.panics.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The current values as a report, ready for exposition.
@@ -180,24 +195,28 @@ impl SelfMetrics {
             self.unknown_modules.load(Ordering::Relaxed) as f64,
         );
         r.set(&PROBE_PANICS, self.panics.load(Ordering::Relaxed) as f64);
-        for ((module, result), n) in self.probes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            r.set_labeled(
-                &PROBE_REQUESTS,
-                &[("module", module), ("result", result)],
-                *n as f64,
-            );
+        for (module, results) in self.probes.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            for (result, n) in results {
+                r.set_labeled(
+                    &PROBE_REQUESTS,
+                    &[("module", module), ("result", result)],
+                    *n as f64,
+                );
+            }
         }
-        for ((module, reason), n) in self
+        for (module, reasons) in self
             .failures
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            r.set_labeled(
-                &PROBE_FAILURES,
-                &[("module", module), ("reason", reason)],
-                *n as f64,
-            );
+            for (reason, n) in reasons {
+                r.set_labeled(
+                    &PROBE_FAILURES,
+                    &[("module", module), ("reason", reason)],
+                    *n as f64,
+                );
+            }
         }
         process_metrics(&mut r);
         r

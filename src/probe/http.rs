@@ -818,6 +818,13 @@ impl Spec {
     }
 }
 
+impl Spec {
+    /// The Host header the module sets itself, if any (a `/probe?hostname=` must agree with it).
+    pub fn host_header(&self) -> Option<&str> {
+        self.host_header.as_deref()
+    }
+}
+
 impl Prober for Spec {
     async fn probe(
         &self,

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::State as AppState;
+use super::recent::Entry;
 use crate::metrics::{self, Format};
 
 /// `GET /metrics`: lookout's own metrics and every scheduled target's latest result.
@@ -23,9 +24,9 @@ use crate::metrics::{self, Format};
 /// OpenMetrics (prometheus-client's encoder) is built whole.
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(
-            headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
-            state.openmetrics,
-        );
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+        state.openmetrics,
+    );
     let content_type = [(header::CONTENT_TYPE, format.content_type())];
     if format == Format::Text {
         let (tx, rx) =
@@ -76,6 +77,7 @@ fn with_parts<T>(
     f: impl FnOnce(&[(&[(String, String)], &crate::probe::report::Report)]) -> T,
 ) -> T {
     let own = state.metrics.snapshot();
+    let bus = state.results.metrics();
     let scheduler = state.scheduler.self_metrics();
     let states = state.scheduler.states();
     let targets: Vec<_> = states
@@ -83,8 +85,9 @@ fn with_parts<T>(
         .map(|s| (s.target(), s.last(), s.counters()))
         .collect();
     let mut parts: Vec<(&[(String, String)], &crate::probe::report::Report)> =
-        Vec::with_capacity(2 + 2 * targets.len());
+        Vec::with_capacity(3 + 2 * targets.len());
     parts.push((&[], &own));
+    parts.push((&[], &bus));
     parts.push((&[], &scheduler));
     for (target, last, counters) in &targets {
         if let Some(last) = last {
@@ -138,10 +141,10 @@ pub async fn logs(
     let Some(id) = q.get("id").and_then(|i| i.parse::<u64>().ok()) else {
         return (StatusCode::BAD_REQUEST, "Invalid probe id\n").into_response();
     };
-    match state.history.get(id) {
+    match state.recent.get(id) {
         Some(e) => (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            super::probe::debug_output(&e.logs, &e.exposition, &e.module_config),
+            super::probe::debug_output(&e.result),
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "Probe id not found\n").into_response(),
@@ -168,23 +171,52 @@ pub async fn index(State(state): State<Arc<AppState>>) -> Html<String> {
          <form action=\"{p}/probe\">Target <input name=\"target\" size=\"40\"> Module <input name=\"module\" value=\"http_2xx\"> \
          <input type=\"hidden\" name=\"debug\" value=\"true\"><button>Probe with debug output</button></form>\
          <p><a href=\"{p}/metrics\">Metrics</a> · <a href=\"{p}/config\">Configuration</a></p>\
-         <h2>Recent probes</h2><table><tr><th>Module</th><th>Target</th><th>Result</th><th>Debug</th></tr>",
+         <h2>Recent probes</h2>",
         env!("CARGO_PKG_VERSION")
     );
-    for e in state.history.list() {
-        let (class, text) = if e.success {
-            ("ok", "Success")
-        } else {
-            ("fail", "Failure")
+    recent_table(&mut page, p, &state.recent.probes(), false);
+    page.push_str("<h2>Recent scheduled probes</h2>");
+    recent_table(&mut page, p, &state.recent.scheduled(), true);
+    page.push_str("</body></html>\n");
+    Html(page)
+}
+
+/// One table of recent probes: module, target, result (with the failure reason), when, and a
+/// link to the debug text; scheduled probes also show the target's name.
+fn recent_table(page: &mut String, prefix: &str, entries: &[Entry], scheduled: bool) {
+    if entries.is_empty() {
+        page.push_str("<p>None yet.</p>");
+        return;
+    }
+    page.push_str("<table><tr>");
+    if scheduled {
+        page.push_str("<th>Name</th>");
+    }
+    page.push_str(
+        "<th>Module</th><th>Target</th><th>Result</th><th>Finished</th><th>Debug</th></tr>",
+    );
+    for e in entries {
+        let r = &e.result;
+        page.push_str("<tr>");
+        if let Some(t) = &r.scheduled {
+            let _ = write!(page, "<td>{}</td>", escape(&t.name));
+        }
+        let (class, text) = match &r.failure {
+            None => ("ok", "Success".to_owned()),
+            Some(f) => (
+                "fail",
+                format!("Failure ({}: {})", f.kind.as_str(), f.message),
+            ),
         };
+        let finished = httpdate::fmt_http_date(r.finished);
         let _ = write!(
             page,
-            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{text}</td><td><a href=\"{p}/logs?id={}\">Logs</a></td></tr>",
-            escape(&e.module),
-            escape(&e.target),
+            "<td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{finished}</td><td><a href=\"{prefix}/logs?id={}\">Logs</a></td></tr>",
+            escape(&r.module.name),
+            escape(&r.target),
+            escape(&text),
             e.id
         );
     }
-    page.push_str("</table></body></html>\n");
-    Html(page)
+    page.push_str("</table>");
 }

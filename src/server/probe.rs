@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -10,12 +10,10 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::State as AppState;
-use crate::config::Module;
-use crate::logging::ProbeLog;
 use crate::metrics::{self, Format};
 use crate::probe::prober::ProbeRequest;
-use crate::probe::{self as probe_mod, ProbeSpec};
-use crate::store::Record;
+use crate::probe::{self as probe_mod};
+use crate::results::ProbeResult;
 
 /// Why a `/probe` request is refused, each with blackbox's status and text.
 #[derive(Debug)]
@@ -91,15 +89,6 @@ pub fn probe_timeout(
     })
 }
 
-fn host_header(module: &Module) -> Option<String> {
-    module.raw.http.as_ref().and_then(|h| {
-        h.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
-            .map(|(_, v)| v.clone())
-    })
-}
-
 /// Handles `GET /probe`.
 pub async fn handle(
     State(state): State<Arc<AppState>>,
@@ -128,15 +117,14 @@ pub async fn handle(
         .cloned()
         .ok_or(ProbeRequestError::MissingTarget)?;
     let mut hostname = None;
-    if let (ProbeSpec::Http(_), Some(h)) = (
-        module.spec.as_ref(),
-        params.get("hostname").filter(|h| !h.is_empty()),
-    ) {
-        if let Some(configured) = host_header(&module)
-            && &configured != h
+    if let Some(h) = params.get("hostname").filter(|h| !h.is_empty())
+        && module.spec.takes_hostname()
+    {
+        if let Some(configured) = module.spec.host_header()
+            && configured != h
         {
             return Err(ProbeRequestError::HostnameConflict {
-                configured,
+                configured: configured.to_owned(),
                 requested: h.clone(),
             });
         }
@@ -149,6 +137,7 @@ pub async fn handle(
         target: target.clone(),
         hostname,
     };
+    let started = SystemTime::now();
     let outcome = probe_mod::run(
         module.spec.clone(),
         &module_name,
@@ -157,20 +146,15 @@ pub async fn handle(
         state.resolver.clone(),
     )
     .await;
-    state.metrics.record_probe(
-        &module_name,
-        outcome.failure.as_ref().map(|f| f.kind.as_str()),
-    );
-    if let Some(f) = &outcome.failure {
-        // One line per failed probe at debug level: per-probe lines at info would flood the log.
-        tracing::debug!(module = %module_name, target = %target, reason = f.kind.as_str(), err = %f.message, "Probe failed");
-    }
-
-    let exposition = metrics::encode_text(&[(&[], &outcome.report)]);
+    // Published first: the counters, the recent-probes ring and every later subscriber see
+    // the probe even if encoding the answer fails.
+    let result = state
+        .results
+        .publish(ProbeResult::new(outcome, module, target, None, started));
     let response = if params.get("debug").map(String::as_str) == Some("true") {
         (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            debug_output(&outcome.logs, &exposition, &module),
+            debug_output(&result),
         )
             .into_response()
     } else {
@@ -178,36 +162,25 @@ pub async fn handle(
             headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
             state.openmetrics,
         );
-        let body = match format {
-            Format::Text => exposition.clone(),
-            Format::OpenMetrics => metrics::encode(format, &[(&[], &outcome.report)]),
-        };
+        let body = metrics::encode(format, &[(&[], &result.report)]);
         ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
     };
-    // The history keeps the parts of the debug text; `/logs?id=` renders it when asked.
-    state.history.add(Record {
-        module: &module_name,
-        target: &target,
-        success: outcome.success(),
-        logs: outcome.logs,
-        exposition,
-        module_config: module,
-    });
     Ok(response)
 }
 
 /// blackbox's debug text: the probe's log, the metrics, the module's config (secrets hidden).
-pub fn debug_output(logs: &ProbeLog, exposition: &str, module: &Module) -> String {
+pub fn debug_output(result: &ProbeResult) -> String {
+    let exposition = metrics::encode_text(&[(&[], &result.report)]);
     let mut out = String::with_capacity(exposition.len() + 1024);
     out.push_str("Logs for the probe:\n");
-    for l in logs.lines() {
+    for l in result.logs.lines() {
         out.push_str(&l);
         out.push('\n');
     }
     out.push_str("\n\n\nMetrics that would have been returned:\n");
-    out.push_str(exposition);
+    out.push_str(&exposition);
     out.push_str("\n\n\nModule configuration:\n");
-    out.push_str(&serde_norway::to_string(&module.raw).unwrap_or_default());
+    out.push_str(&serde_norway::to_string(&result.module.raw).unwrap_or_default());
     out
 }
 

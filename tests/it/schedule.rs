@@ -33,6 +33,7 @@ fn recording_runner(work: Duration) -> (Runner, Log) {
             Outcome {
                 report: Report::new(),
                 failure: None,
+                panicked: false,
                 duration: work,
                 logs: Default::default(),
             }

@@ -1,0 +1,39 @@
+//! What the whole application shares: the current config, the scheduler, the result bus and
+//! its subscribers, lookout's own metrics. The server, reloads and the scheduler read it; none
+//! of them owns it, so none imports another for it.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::metrics::process::SelfMetrics;
+use crate::probe::resolve::Resolver;
+use crate::results::ResultBus;
+use crate::schedule::Scheduler;
+use crate::server::recent::Recent;
+
+/// The application's shared state.
+#[derive(Debug)]
+pub struct State {
+    /// The current config; replaced whole on reload.
+    pub config: ArcSwap<Config>,
+    /// Tells the scheduler about a new config.
+    pub config_tx: tokio::sync::watch::Sender<Arc<Config>>,
+    /// The scheduler's targets and their latest results.
+    pub scheduler: Arc<Scheduler>,
+    /// Name resolution for probes.
+    pub resolver: Resolver,
+    /// lookout's own metrics (also a result subscriber).
+    pub metrics: Arc<SelfMetrics>,
+    /// Where every finished probe is published.
+    pub results: Arc<ResultBus>,
+    /// Recent probes for `/` and `/logs` (a result subscriber).
+    pub recent: Arc<Recent>,
+    /// `--timeout-offset` in seconds.
+    pub timeout_offset: f64,
+    /// `--web.route-prefix`, normalised to "" or "/prefix".
+    pub prefix: String,
+    /// `--web.enable-openmetrics`: answer OpenMetrics when the scrape asks for it.
+    pub openmetrics: bool,
+}
