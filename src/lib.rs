@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
