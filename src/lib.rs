@@ -13,6 +13,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod health;
