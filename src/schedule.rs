@@ -12,12 +12,14 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Target};
+use crate::health::{Change, Edges, Machine, Observation, Request, State};
+use crate::probe::prober::ProbeFailure;
 use crate::probe::prober::ProbeRequest;
 use crate::probe::report::{Family, Kind, Report};
 use crate::probe::resolve::Resolver;
@@ -37,6 +39,23 @@ static MISSED_TOTAL: Family = Family {
 static LAST_PROBE: Family = Family::gauge(
     "lookout_target_last_probe_timestamp_seconds",
     "When the target's latest completed probe finished, as a Unix timestamp.",
+);
+static TARGET_STATE: Family = Family::gauge(
+    "lookout_target_state",
+    "The target's state: one series per state, 1 for the current one (up, down, blocked by a dependency, unknown).",
+);
+static STATE_CHANGES: Family = Family {
+    name: "lookout_target_state_changes_total",
+    help: "Changes of the target's state.",
+    kind: Kind::Counter,
+};
+static STATE_SINCE: Family = Family::gauge(
+    "lookout_target_state_since_timestamp_seconds",
+    "When the target entered its current state, as a Unix timestamp.",
+);
+static ROOT_CAUSE: Family = Family::gauge(
+    "lookout_target_root_cause",
+    "1 for each target that explains this target's failure (itself when it is down in its own right).",
 );
 static TARGETS: Family =
     Family::gauge("lookout_scheduler_targets", "Targets the scheduler probes.");
@@ -95,7 +114,39 @@ pub struct TargetState {
     failures: AtomicU64,
     missed: AtomicU64,
     running: AtomicBool,
+    /// A requested probe found the target busy: run one when the current probe ends.
+    follow_up: AtomicBool,
+    /// The running probe is a requested one (a planned slot it overlaps is not a miss).
+    running_requested: AtomicBool,
     last: Mutex<Option<Arc<ProbeResult>>>,
+    health: Mutex<TargetHealth>,
+}
+
+/// A target's health as `/metrics` and the API show it (names, not indices).
+#[derive(Debug, Clone)]
+pub struct TargetHealth {
+    /// Its state.
+    pub state: State,
+    /// Since when (wall clock).
+    pub since: Option<SystemTime>,
+    /// The names of its root causes (itself when down).
+    pub root_causes: Vec<String>,
+    /// Its latest failure.
+    pub last_failure: Option<ProbeFailure>,
+    /// Changes of state so far.
+    pub changes: u64,
+}
+
+impl Default for TargetHealth {
+    fn default() -> Self {
+        TargetHealth {
+            state: State::Unknown,
+            since: None,
+            root_causes: Vec::new(),
+            last_failure: None,
+            changes: 0,
+        }
+    }
 }
 
 impl TargetState {
@@ -106,7 +157,10 @@ impl TargetState {
             failures: AtomicU64::new(0),
             missed: AtomicU64::new(0),
             running: AtomicBool::new(false),
+            follow_up: AtomicBool::new(false),
+            running_requested: AtomicBool::new(false),
             last: Mutex::new(None),
+            health: Mutex::new(TargetHealth::default()),
         }
     }
 
@@ -120,10 +174,35 @@ impl TargetState {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// This target's counters as a report (labels are added by the caller).
+    /// The target's health.
+    pub fn health(&self) -> TargetHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// This target's counters and health as a report (labels are added by the caller).
     pub fn counters(&self) -> Report {
-        // Built per target on every scrape: size it exactly.
-        let mut r = Report::with_capacity(4);
+        // Built per target on every scrape: size it for the usual case.
+        let mut r = Report::with_capacity(10);
+        {
+            let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            for st in State::ALL {
+                r.set_labeled(
+                    &TARGET_STATE,
+                    &[("state", st.as_str())],
+                    if h.state == st { 1.0 } else { 0.0 },
+                );
+            }
+            r.set(&STATE_CHANGES, h.changes as f64);
+            if let Some(since) = h.since {
+                r.set(&STATE_SINCE, crate::results::unix_seconds(since));
+            }
+            for root in &h.root_causes {
+                r.set_labeled(&ROOT_CAUSE, &[("root_cause", root.as_str())], 1.0);
+            }
+        }
         r.set_labeled(
             &PROBES_TOTAL,
             &[("result", "success")],
@@ -200,6 +279,8 @@ pub struct Scheduler {
     lateness: Lateness,
     results: Arc<ResultBus>,
     latest: Arc<Latest>,
+    /// Notified whenever a target's health changes.
+    pub health_changed: Arc<Notify>,
 }
 
 impl Default for Scheduler {
@@ -253,6 +334,7 @@ impl Scheduler {
             lateness: Lateness::default(),
             results,
             latest,
+            health_changed: Arc::new(Notify::new()),
         }
     }
 
@@ -336,6 +418,11 @@ impl Scheduler {
 
     /// Runs the scheduling loop until `shutdown`, following config changes from `configs`; then
     /// waits up to `grace` for running probes.
+    ///
+    /// The loop owns the targets' health (`health::Machine`): each finished probe comes back
+    /// to it (straight from the probe's task, not through the result bus, since a dropped result
+    /// would leave a state undecided), and the machine answers with confirmation re-probes and
+    /// dependency checks, which run outside the targets' grids and never count as missed.
     pub async fn run(
         self: Arc<Self>,
         mut configs: watch::Receiver<Arc<Config>>,
@@ -343,30 +430,34 @@ impl Scheduler {
         shutdown: CancellationToken,
         grace: Duration,
     ) {
-        let epoch = self.epoch;
         let tracker = TaskTracker::new();
-        let mut config = configs.borrow_and_update().clone();
-        let mut limit = config.scheduler.max_concurrency;
-        let mut semaphore = Arc::new(Semaphore::new(limit));
-        let mut states = self.apply(&config);
-        // (due, generation-local index); rebuilt whole on every reload.
-        let mut heap: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
-        let rebuild = |states: &[Arc<TargetState>],
-                       heap: &mut BinaryHeap<Reverse<(Instant, usize)>>| {
-            heap.clear();
-            let now = Instant::now();
-            for (i, s) in states.iter().enumerate() {
-                let t = s.target();
-                heap.push(Reverse((
-                    next_due(epoch, now, phase(&t.name, t.interval), t.interval),
-                    i,
-                )));
-            }
+        let config = configs.borrow_and_update().clone();
+        // Bounded in practice: each running probe sends one result, and at most
+        // `max_concurrency` (plus the probes waiting for a permit) run at once.
+        let (results_tx, mut results_rx) = mpsc::unbounded_channel();
+        let mut run = Loop {
+            limit: config.scheduler.max_concurrency,
+            semaphore: Arc::new(Semaphore::new(config.scheduler.max_concurrency)),
+            states: self.apply(&config),
+            grid: BinaryHeap::new(),
+            extra: BinaryHeap::new(),
+            machine: Machine::new(Vec::new(), Edges::default()),
+            generation: 0,
+            results_tx,
         };
-        rebuild(&states, &mut heap);
-        tracing::info!(targets = states.len(), "Scheduler started");
+        run.machine = machine_for(&run.states, None, Instant::now());
+        self.publish_health(&run.states, &run.machine, None);
+        run.rebuild_grid(self.epoch);
+        tracing::info!(targets = run.states.len(), "Scheduler started");
         loop {
-            let next = heap.peek().map(|Reverse((due, _))| *due);
+            let next = [
+                run.grid.peek().map(|Reverse((due, _))| *due),
+                run.extra.peek().map(|Reverse((due, _))| *due),
+                run.machine.next_wakeup(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -374,26 +465,55 @@ impl Scheduler {
                     if changed.is_err() {
                         break;
                     }
-                    config = configs.borrow_and_update().clone();
-                    if config.scheduler.max_concurrency != limit {
+                    let config = configs.borrow_and_update().clone();
+                    if config.scheduler.max_concurrency != run.limit {
                         // Probes running under the old limit keep their permits; new ones use the new.
-                        limit = config.scheduler.max_concurrency;
-                        semaphore = Arc::new(Semaphore::new(limit));
+                        run.limit = config.scheduler.max_concurrency;
+                        run.semaphore = Arc::new(Semaphore::new(run.limit));
                     }
-                    states = self.apply(&config);
-                    rebuild(&states, &mut heap);
-                    tracing::info!(targets = states.len(), "Scheduler reloaded");
+                    let old_states = std::mem::take(&mut run.states);
+                    run.states = self.apply(&config);
+                    run.machine = machine_for(
+                        &run.states,
+                        Some((&old_states, &run.machine)),
+                        Instant::now(),
+                    );
+                    run.generation += 1;
+                    run.extra.clear();
+                    self.publish_health(&run.states, &run.machine, None);
+                    run.rebuild_grid(self.epoch);
+                    tracing::info!(targets = run.states.len(), "Scheduler reloaded");
+                }
+                Some((generation, i, obs)) = results_rx.recv() => {
+                    if generation != run.generation {
+                        continue;
+                    }
+                    let now = Instant::now();
+                    let mut changes = Vec::new();
+                    for request in run.machine.observe(i, &obs, now, &mut changes) {
+                        match request {
+                            Request::Confirm(j, at) => run.extra.push(Reverse((at, j))),
+                            Request::Dependency(j) => run.extra.push(Reverse((now, j))),
+                        }
+                    }
+                    if !changes.is_empty() {
+                        self.publish_health(&run.states, &run.machine, Some(&changes));
+                    }
+                    // A request that found the target busy runs now that it is free.
+                    if run.states[i].follow_up.swap(false, Ordering::AcqRel) {
+                        run.extra.push(Reverse((now, i)));
+                    }
                 }
                 _ = sleep_until_opt(next) => {
                     let now = Instant::now();
-                    while let Some(Reverse((due, i))) = heap.peek().copied() {
+                    while let Some(Reverse((due, i))) = run.grid.peek().copied() {
                         if due > now {
                             break;
                         }
-                        heap.pop();
-                        let state = states[i].clone();
+                        run.grid.pop();
+                        let state = run.states[i].clone();
                         let target = state.target();
-                        self.dispatch(&state, &target, due, &semaphore, &runner, &tracker);
+                        self.dispatch(&run, i, Some(due), &runner, &tracker);
                         let mut next_due = due + target.interval;
                         // A loop that fell behind (a stalled machine) skips the slots it missed
                         // instead of firing them all at once.
@@ -401,7 +521,19 @@ impl Scheduler {
                             state.missed.fetch_add(1, Ordering::Relaxed);
                             next_due += target.interval;
                         }
-                        heap.push(Reverse((next_due, i)));
+                        run.grid.push(Reverse((next_due, i)));
+                    }
+                    while let Some(Reverse((due, i))) = run.extra.peek().copied() {
+                        if due > now {
+                            break;
+                        }
+                        run.extra.pop();
+                        self.dispatch(&run, i, None, &runner, &tracker);
+                    }
+                    let mut changes = Vec::new();
+                    run.machine.tick(now, SystemTime::now(), &mut changes);
+                    if !changes.is_empty() {
+                        self.publish_health(&run.states, &run.machine, Some(&changes));
                     }
                 }
             }
@@ -416,35 +548,103 @@ impl Scheduler {
         }
     }
 
+    /// Copies the machine's view of the changed targets (all of them when `changes` is `None`)
+    /// into their states for `/metrics` and the API, logs each change once, and wakes whoever
+    /// follows health (the alert sender).
+    fn publish_health(
+        &self,
+        states: &[Arc<TargetState>],
+        machine: &Machine,
+        changes: Option<&[Change]>,
+    ) {
+        let name = |i: usize| states[i].target().name.clone();
+        let view = |i: usize| {
+            let v = machine.view(i);
+            TargetHealth {
+                state: v.state,
+                since: v.since,
+                root_causes: v.root_causes.iter().map(|&r| name(r)).collect(),
+                last_failure: v.last_failure,
+                changes: v.changes,
+            }
+        };
+        match changes {
+            None => {
+                for (i, s) in states.iter().enumerate() {
+                    *s.health.lock().unwrap_or_else(|e| e.into_inner()) = view(i);
+                }
+            }
+            Some(changes) => {
+                for c in changes {
+                    let h = view(c.target);
+                    let target = name(c.target);
+                    let roots = h.root_causes.join(",");
+                    let reason = h.last_failure.as_ref().map(|f| f.to_string());
+                    // One line per change of state (not per probe): lifecycle, at INFO.
+                    tracing::info!(
+                        target = %target,
+                        from = c.from.as_str(),
+                        to = c.to.as_str(),
+                        root_cause = %roots,
+                        reason = reason.as_deref().unwrap_or(""),
+                        "Target state changed"
+                    );
+                    *states[c.target]
+                        .health
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = h;
+                }
+            }
+        }
+        self.health_changed.notify_one();
+    }
+
+    /// Starts one probe of target `i`: a planned one (`due` is its slot) or one the health
+    /// machine asked for. A planned probe finding the previous one still running counts as
+    /// missed; a requested one runs right after it instead.
     fn dispatch(
         self: &Arc<Self>,
-        state: &Arc<TargetState>,
-        target: &Arc<Target>,
-        due: Instant,
-        semaphore: &Arc<Semaphore>,
+        run: &Loop,
+        i: usize,
+        due: Option<Instant>,
         runner: &Runner,
         tracker: &TaskTracker,
     ) {
+        let state = &run.states[i];
         if state.running.swap(true, Ordering::AcqRel) {
-            state.missed.fetch_add(1, Ordering::Relaxed);
+            match due {
+                // A requested probe is running: the target is being probed, nothing is missed.
+                Some(_) if state.running_requested.load(Ordering::Acquire) => {}
+                Some(_) => {
+                    state.missed.fetch_add(1, Ordering::Relaxed);
+                }
+                None => state.follow_up.store(true, Ordering::Release),
+            }
             return;
         }
+        state
+            .running_requested
+            .store(due.is_none(), Ordering::Release);
         self.running.fetch_add(1, Ordering::Relaxed);
         let (me, state, target, semaphore, runner) = (
             self.clone(),
             state.clone(),
-            target.clone(),
-            semaphore.clone(),
+            state.target(),
+            run.semaphore.clone(),
             runner.clone(),
         );
+        let (results_tx, generation) = (run.results_tx.clone(), run.generation);
         tracker.spawn(async move {
             // The semaphore is fair, so at the limit every target still gets its turn in order.
             let permit = semaphore.acquire_owned().await;
             let start = Instant::now();
-            me.lateness.record(start.saturating_duration_since(due));
+            if let Some(due) = due {
+                me.lateness.record(start.saturating_duration_since(due));
+            }
             let started = SystemTime::now();
             let outcome = runner(target.clone(), start + target.timeout).await;
             drop(permit);
+            let finished = Instant::now();
             let result = ProbeResult::new(
                 outcome,
                 target.module.clone(),
@@ -452,10 +652,87 @@ impl Scheduler {
                 Some(target.clone()),
                 started,
             );
+            let obs = Observation {
+                started: start,
+                finished,
+                finished_wall: result.finished,
+                failure: result.failure.clone(),
+            };
             me.results.publish(result);
             state.running.store(false, Ordering::Release);
             me.running.fetch_sub(1, Ordering::Relaxed);
+            let _ = results_tx.send((generation, i, obs));
         });
+    }
+}
+
+/// The scheduling loop's own state.
+struct Loop {
+    limit: usize,
+    semaphore: Arc<Semaphore>,
+    states: Vec<Arc<TargetState>>,
+    /// Planned probes: (due, index), rebuilt whole on every reload.
+    grid: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Probes the health machine asked for: (when, index).
+    extra: BinaryHeap<Reverse<(Instant, usize)>>,
+    machine: Machine,
+    /// Bumped on every reload, so results of the previous target set are ignored.
+    generation: u64,
+    results_tx: mpsc::UnboundedSender<(u64, usize, Observation)>,
+}
+
+impl Loop {
+    fn rebuild_grid(&mut self, epoch: Instant) {
+        self.grid.clear();
+        let now = Instant::now();
+        for (i, s) in self.states.iter().enumerate() {
+            let t = s.target();
+            self.grid.push(Reverse((
+                next_due(epoch, now, phase(&t.name, t.interval), t.interval),
+                i,
+            )));
+        }
+    }
+}
+
+/// A health machine for `states`, keeping what `old` knew of targets that stay (by name).
+fn machine_for(
+    states: &[Arc<TargetState>],
+    old: Option<(&[Arc<TargetState>], &Machine)>,
+    now: Instant,
+) -> Machine {
+    let targets: Vec<Arc<Target>> = states.iter().map(|s| s.target()).collect();
+    let index: HashMap<&str, usize> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let edges = Edges::from_dependencies(
+        targets
+            .iter()
+            .map(|t| {
+                t.depends_on
+                    .iter()
+                    .filter_map(|d| index.get(d.as_str()).copied())
+                    .collect()
+            })
+            .collect(),
+    );
+    let policies = targets.iter().map(|t| t.health).collect();
+    match old {
+        None => Machine::new(policies, edges),
+        Some((old_states, old_machine)) => {
+            let old_index: HashMap<String, usize> = old_states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.target().name.clone(), i))
+                .collect();
+            let previous: Vec<Option<usize>> = targets
+                .iter()
+                .map(|t| old_index.get(&t.name).copied())
+                .collect();
+            Machine::carry_over(old_machine, &previous, policies, edges, now)
+        }
     }
 }
 

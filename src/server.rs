@@ -27,6 +27,7 @@ pub fn router(state: Arc<State>) -> Router {
         )
         .route("/config", get(admin::config))
         .route("/logs", get(admin::logs))
+        .route("/api/v1/targets", get(admin::api_targets))
         .route("/", get(admin::index))
         .with_state(state.clone());
     if state.prefix.is_empty() {

@@ -13,6 +13,13 @@ use crate::values::ConfigDuration;
 /// The interval when neither the target nor `defaults:` sets one.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Re-probes confirming a change when neither the target nor `defaults:` sets `retries`.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// Their spacing when none is set.
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// The recovery grace, in intervals of the target, when none is set.
+pub const DEFAULT_RECOVERY_GRACE_INTERVALS: u32 = 3;
+
 /// Labels lookout sets itself on scheduled series; user labels may not use them.
 pub const RESERVED_LABELS: [&str; 5] = ["target", "instance", "module", "job", "result"];
 
@@ -29,6 +36,18 @@ pub struct RawDefaults {
     /// Labels added to every target (a target's own labels win).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Re-probes that must agree before a failure (or a recovery) is believed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The spacing of those re-probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_interval: Option<ConfigDuration>,
+    /// How long a dependent still failing after its root cause recovered stays blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_grace: Option<ConfigDuration>,
+    /// The `severity` label of the target's alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
 }
 
 /// `scheduler:` as written.
@@ -65,6 +84,22 @@ pub struct RawTarget {
     /// Names of targets this one depends on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// Re-probes that must agree before a failure (or a recovery) is believed (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    /// The spacing of those re-probes (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_interval: Option<ConfigDuration>,
+    /// How long this target, still failing after its root cause recovered, stays blocked
+    /// (default three intervals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_grace: Option<ConfigDuration>,
+    /// The `severity` label of its alert (default `critical`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    /// A link for whoever gets its alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runbook_url: Option<String>,
 }
 
 /// A validated scheduled target.
@@ -87,6 +122,12 @@ pub struct Target {
     pub labels: Vec<(String, String)>,
     /// Names of targets it depends on.
     pub depends_on: Vec<String>,
+    /// How its failures and recoveries are confirmed.
+    pub health: crate::health::Policy,
+    /// The `severity` label of its alert.
+    pub severity: String,
+    /// A link for whoever gets its alert.
+    pub runbook_url: Option<String>,
 }
 
 impl Target {
@@ -230,6 +271,34 @@ pub fn build(
         labels.extend(user.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
         // Sorted by name once here, so exposition can merge without sorting per scrape.
         labels.sort();
+        let retry_interval = t
+            .retry_interval
+            .or(defaults.retry_interval)
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_RETRY_INTERVAL);
+        if retry_interval < Duration::from_millis(10) {
+            return Err(err(
+                "retry_interval",
+                format!("retry_interval {retry_interval:?} is too short (at least 10ms)"),
+            ));
+        }
+        let health = crate::health::Policy {
+            retries: t.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
+            retry_interval,
+            recovery_grace: t
+                .recovery_grace
+                .or(defaults.recovery_grace)
+                .map(|d| d.0)
+                .unwrap_or(interval * DEFAULT_RECOVERY_GRACE_INTERVALS),
+        };
+        let severity = t
+            .severity
+            .clone()
+            .or_else(|| defaults.severity.clone())
+            .unwrap_or_else(|| "critical".to_owned());
+        if severity.is_empty() {
+            return Err(err("severity", "severity must not be empty".into()));
+        }
         out.push(Arc::new(Target {
             name: t.name.clone(),
             module_name: t.module.clone(),
@@ -239,6 +308,9 @@ pub fn build(
             timeout,
             labels,
             depends_on: t.depends_on.clone(),
+            health,
+            severity,
+            runbook_url: t.runbook_url.clone(),
         }));
     }
     // depends_on: every name exists, and the graph has no cycle.

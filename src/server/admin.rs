@@ -98,6 +98,56 @@ fn with_parts<T>(
     f(&parts)
 }
 
+/// `GET /api/v1/targets`: every scheduled target's state, since when, its root causes, its
+/// latest failure, and its place in the dependency graph, as JSON.
+pub async fn api_targets(State(state): State<Arc<AppState>>) -> Response {
+    let states = state.scheduler.states();
+    let targets: Vec<Arc<crate::config::Target>> = states.iter().map(|s| s.target()).collect();
+    let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
+    for t in &targets {
+        for d in &t.depends_on {
+            dependents
+                .entry(d.as_str())
+                .or_default()
+                .push(t.name.as_str());
+        }
+    }
+    let list: Vec<serde_json::Value> = states
+        .iter()
+        .zip(&targets)
+        .map(|(s, t)| {
+            let h = s.health();
+            let last = s.last();
+            serde_json::json!({
+                "name": t.name,
+                "target": t.target,
+                "module": t.module_name,
+                "labels": t.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "state": h.state.as_str(),
+                "since": h.since.map(crate::alerts::rfc3339),
+                "root_causes": h.root_causes,
+                "last_failure": h.last_failure.as_ref().map(|f| serde_json::json!({
+                    "kind": f.kind.as_str(),
+                    "reason": f.message,
+                })),
+                "last_probe": last.as_ref().map(|r| serde_json::json!({
+                    "finished": crate::alerts::rfc3339(r.finished),
+                    "success": r.success(),
+                    "duration_seconds": r.duration.as_secs_f64(),
+                })),
+                "state_changes": h.changes,
+                "dependencies": t.depends_on,
+                "dependents": dependents.get(t.name.as_str()).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "targets": list }).to_string(),
+    )
+        .into_response()
+}
+
 /// `GET /-/healthy`.
 pub async fn healthy() -> &'static str {
     "Healthy"

@@ -10,6 +10,8 @@ mod dependencies;
 mod dns;
 /// The binary end to end: endpoints, bad requests, reload, --config.check.
 mod endpoints;
+/// The dependency graph: states, root causes and the recovery grace on loopback servers.
+mod graph;
 /// The gRPC prober against an in-process tonic health server.
 mod grpc;
 /// Hostile targets: stalls, huge and broken bodies, gzip bombs.
