@@ -332,8 +332,6 @@ impl Queue {
 pub struct Sender {
     queues: Mutex<Vec<Arc<Queue>>>,
     active: AtomicU64,
-    /// Wakes the sender when a state changed.
-    pub changed: Notify,
 }
 
 impl Sender {
@@ -359,13 +357,14 @@ impl Sender {
         r
     }
 
-    /// Runs until `stop`: on every `changed` notification and every resend interval, asks
+    /// Runs until `stop`: whenever `changed` is notified and every resend interval, asks
     /// `firing` for the alerts that fire now and queues them (and those that stopped firing, as
     /// resolved) for every Alertmanager of `spec` (re-read on each round, so a reload applies).
     pub async fn run(
         self: Arc<Self>,
         spec: impl Fn() -> Arc<Spec> + Send + 'static,
         firing: impl Fn() -> Vec<Firing> + Send + 'static,
+        changed: Arc<Notify>,
         resolver: Resolver,
         generator_url: String,
         stop: CancellationToken,
@@ -417,7 +416,7 @@ impl Sender {
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = self.changed.notified() => {}
+                _ = changed.notified() => {}
                 _ = tokio::time::sleep(spec.resend_interval) => {}
             }
         }

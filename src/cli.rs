@@ -12,8 +12,12 @@ use crate::logging::LogFormat;
 pub struct Cli {
     /// The config file (blackbox_exporter's format). Without it, ./lookout.yml is used when it
     /// exists, else the built-in default (config/lookout.yml of the source tree).
-    #[arg(long = "config.file", value_name = "PATH")]
+    #[arg(long = "config.file", value_name = "PATH", global = true)]
     pub config_file: Option<PathBuf>,
+
+    /// Instead of serving, do one thing and exit.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
     /// Validate the config file, print the result and exit (0 valid, 1 invalid).
     #[arg(long = "config.check")]
@@ -64,6 +68,18 @@ pub struct Cli {
     /// Output format of log messages.
     #[arg(long = "log.format", value_enum, default_value = "logfmt")]
     pub log_format: LogFormat,
+}
+
+/// What lookout can do besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print a Prometheus rule file with one alert per scheduled target that is down in its
+    /// own right (or, with --alertmanager, Alertmanager inhibit_rules for alerts of dependents).
+    Rules {
+        /// Print Alertmanager `inhibit_rules` (a YAML list) instead of Prometheus rules.
+        #[arg(long)]
+        alertmanager: bool,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -32,6 +32,9 @@ pub struct RawConfig {
     /// Targets lookout probes on its own (a lookout extension).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<RawTarget>,
+    /// Where lookout sends its alerts itself (a lookout extension).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub alerting: crate::alerts::Section,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -47,10 +50,17 @@ pub struct Config {
     pub targets: Vec<Arc<Target>>,
     /// Scheduler settings.
     pub scheduler: SchedulerSettings,
+    /// Where alerts go.
+    pub alerting: Arc<crate::alerts::Spec>,
     /// The file it came from (`EMBEDDED_NAME` for the built-in default).
     pub file: PathBuf,
     /// The extension sections as written, for `/config`.
-    raw_extensions: (RawDefaults, RawScheduler, Vec<RawTarget>),
+    raw_extensions: (
+        RawDefaults,
+        RawScheduler,
+        Vec<RawTarget>,
+        crate::alerts::Section,
+    ),
 }
 
 impl Default for Config {
@@ -61,6 +71,7 @@ impl Default for Config {
             scheduler: SchedulerSettings {
                 max_concurrency: 256,
             },
+            alerting: Arc::default(),
             file: PathBuf::new(),
             raw_extensions: Default::default(),
         }
@@ -79,6 +90,7 @@ impl Config {
             defaults: self.raw_extensions.0.clone(),
             scheduler: self.raw_extensions.1.clone(),
             targets: self.raw_extensions.2.clone(),
+            alerting: self.raw_extensions.3.clone(),
         };
         serde_norway::to_string(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -203,12 +215,23 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
         },
     )?;
+    let alerting =
+        crate::alerts::Spec::build(&raw.alerting, &base).map_err(|(field, message)| {
+            ConfigError {
+                file: path.to_path_buf(),
+                line: locate_top(text, "alerting"),
+                column: None,
+                field: format!("alerting.{field}"),
+                message,
+            }
+        })?;
     Ok(Config {
         modules,
         targets,
         scheduler,
+        alerting: Arc::new(alerting),
         file: path.to_path_buf(),
-        raw_extensions: (raw.defaults, raw.scheduler, raw.targets),
+        raw_extensions: (raw.defaults, raw.scheduler, raw.targets, raw.alerting),
     })
 }
 

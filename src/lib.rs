@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod probe;
 pub mod reload;
 pub mod results;
+pub mod rules;
 pub mod schedule;
 pub mod secret;
 pub mod server;
@@ -113,6 +114,7 @@ impl App {
             scheduler: Arc::new(schedule::Scheduler::new(results.clone())),
             results,
             recent,
+            alerts: Arc::new(alerts::Sender::default()),
             timeout_offset: cli.timeout_offset,
             prefix: normalise_prefix(&cli.route_prefix),
             openmetrics: cli.enable_openmetrics,
@@ -159,6 +161,26 @@ impl App {
                 cli.config_watch_interval,
             ));
         }
+        {
+            // Alerts straight to Alertmanager, when the config names any (re-read every round).
+            let sender = state.alerts.clone();
+            let (spec_state, firing_state) = (state.clone(), state.clone());
+            tokio::spawn(sender.run(
+                move || spec_state.config.load().alerting.clone(),
+                move || {
+                    let states = firing_state.scheduler.states();
+                    let targets: Vec<_> = states.iter().map(|s| s.target()).collect();
+                    rules::firing(&targets, |i| {
+                        let h = states[i].health();
+                        (h.state, h.since, h.last_failure.map(|f| f.to_string()))
+                    })
+                },
+                state.scheduler.health_changed.clone(),
+                state.resolver.clone(),
+                format!("http://{local_addr}{}/api/v1/targets", state.prefix),
+                stop.clone(),
+            ));
+        }
         let server_stop = stop.clone();
         let grace = cli.shutdown_grace_period;
         let serve_state = state.clone();
@@ -176,6 +198,18 @@ impl App {
 }
 /// Runs lookout until SIGTERM or SIGINT; SIGHUP reloads the config.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(cli::Command::Rules { alertmanager }) = &cli.command {
+        let config = config::load_source(&cli.config_source()).map_err(anyhow::Error::new)?;
+        print!(
+            "{}",
+            if *alertmanager {
+                rules::inhibit_rules(&config)
+            } else {
+                rules::prometheus_rules(&config)
+            }
+        );
+        return Ok(());
+    }
     if cli.config_check {
         return match config::load_source(&cli.config_source()) {
             Ok(c) => {

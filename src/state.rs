@@ -30,6 +30,8 @@ pub struct State {
     pub results: Arc<ResultBus>,
     /// Recent probes for `/` and `/logs` (a result subscriber).
     pub recent: Arc<Recent>,
+    /// Sends alerts to Alertmanager (when `alerting:` names any).
+    pub alerts: Arc<crate::alerts::Sender>,
     /// `--timeout-offset` in seconds.
     pub timeout_offset: f64,
     /// `--web.route-prefix`, normalised to "" or "/prefix".

@@ -78,6 +78,7 @@ fn with_parts<T>(
 ) -> T {
     let own = state.metrics.snapshot();
     let bus = state.results.metrics();
+    let alerts = state.alerts.metrics();
     let scheduler = state.scheduler.self_metrics();
     let states = state.scheduler.states();
     let targets: Vec<_> = states
@@ -85,9 +86,10 @@ fn with_parts<T>(
         .map(|s| (s.target(), s.last(), s.counters()))
         .collect();
     let mut parts: Vec<(&[(String, String)], &crate::probe::report::Report)> =
-        Vec::with_capacity(3 + 2 * targets.len());
+        Vec::with_capacity(4 + 2 * targets.len());
     parts.push((&[], &own));
     parts.push((&[], &bus));
+    parts.push((&[], &alerts));
     parts.push((&[], &scheduler));
     for (target, last, counters) in &targets {
         if let Some(last) = last {

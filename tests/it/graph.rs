@@ -194,3 +194,119 @@ async fn a_dead_dependency_is_the_root_cause_and_its_dependent_is_blocked() {
     switches.set("/app", 200);
     wait_for(&lk, "app up", |t| state(t, "app") == "up").await;
 }
+
+#[tokio::test]
+async fn alerts_go_straight_to_alertmanager_once_per_root_cause_and_resolve() {
+    use crate::support::certs::Ca;
+    use crate::support::http_target::{HttpTarget, Route};
+
+    let switches = Switches::default();
+    let addr = switches.serve().await;
+    // An Alertmanager stand-in over TLS that records what it is sent (the end-to-end test with
+    // Debian's alertmanager is in tests/it/alerting.rs).
+    let ca = Ca::new("lookout test CA");
+    let leaf = ca.leaf(&["127.0.0.1"]).build();
+    let am = HttpTarget::new()
+        .route("/api/v2/alerts", Route::ok(""))
+        .start_tls(&leaf)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_to(dir.path());
+    std::fs::write(dir.path().join("am-password"), "s3cret\n").unwrap();
+    let yaml = format!(
+        "modules:\n  http: {{prober: http, timeout: 1s}}\n\
+         defaults: {{interval: 300ms, retries: 1, retry_interval: 50ms}}\n\
+         alerting:\n  resend_interval: 1s\n  labels: {{site: home}}\n  alertmanagers:\n\
+         \x20   - url: {}\n      basic_auth: {{username: lookout, password_file: am-password}}\n\
+         \x20     tls_config: {{ca_file: {}}}\n\
+         targets:\n\
+         - {{name: db, module: http, target: \"http://{addr}/db\", runbook_url: \"https://runbooks/db\"}}\n\
+         - {{name: app, module: http, target: \"http://{addr}/app\", depends_on: [db]}}\n",
+        am.url(""),
+        ca_file.display()
+    );
+    let lk = Lookout::start_in(dir, &yaml).await;
+    wait_for(&lk, "all up", |t| t.values().all(|v| v["state"] == "up")).await;
+    switches.set("/db", 503);
+    switches.set("/app", 503);
+    wait_for(&lk, "db down", |t| {
+        state(t, "db") == "down" && state(t, "app") == "blocked"
+    })
+    .await;
+
+    let posted = || -> Vec<serde_json::Value> {
+        am.requests("/api/v2/alerts")
+            .iter()
+            .flat_map(|r| {
+                assert_eq!(r.method, "POST");
+                assert_eq!(r.header("content-type"), Some("application/json"));
+                // base64("lookout:s3cret")
+                assert_eq!(
+                    r.header("authorization"),
+                    Some("Basic bG9va291dDpzM2NyZXQ=")
+                );
+                serde_json::from_slice::<Vec<serde_json::Value>>(&r.body).unwrap()
+            })
+            .collect()
+    };
+    for _ in 0..200 {
+        if !posted().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alerts = posted();
+    let first = alerts.first().expect("an alert was posted");
+    assert_eq!(first["labels"]["alertname"], "LookoutTargetDown");
+    assert_eq!(first["labels"]["target"], "db");
+    assert_eq!(first["labels"]["severity"], "critical");
+    assert_eq!(first["labels"]["site"], "home");
+    assert_eq!(first["labels"]["instance"], format!("http://{addr}/db"));
+    assert_eq!(first["annotations"]["runbook_url"], "https://runbooks/db");
+    assert_eq!(first["annotations"]["dependents"], "app");
+    assert!(
+        first["annotations"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{first}"
+    );
+    assert!(first["endsAt"].as_str().unwrap() > first["startsAt"].as_str().unwrap());
+    // Re-sent while firing (resend_interval 1s), and never one for the blocked app.
+    for _ in 0..100 {
+        if posted().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alerts = posted();
+    assert!(alerts.len() >= 2, "{alerts:#?}");
+    assert!(
+        alerts.iter().all(|a| a["labels"]["target"] == "db"),
+        "{alerts:#?}"
+    );
+
+    // Recovery: the alert is sent once more, resolved (endsAt no later than now).
+    switches.set("/db", 200);
+    switches.set("/app", 200);
+    wait_for(&lk, "all up again", |t| {
+        t.values().all(|v| v["state"] == "up")
+    })
+    .await;
+    let mut resolved = None;
+    for _ in 0..200 {
+        let now = lookout::alerts::rfc3339(std::time::SystemTime::now());
+        resolved = posted()
+            .into_iter()
+            .find(|a| a["endsAt"].as_str().unwrap() <= now.as_str());
+        if resolved.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resolved = resolved.expect("a resolved alert was posted");
+    assert_eq!(resolved["labels"]["target"], "db");
+    assert!(posted().iter().all(|a| a["labels"]["target"] == "db"));
+    let m = lk.get("/metrics").await.body;
+    assert!(m.contains("lookout_alerts_sent_total{alertmanager="), "{m}");
+}
