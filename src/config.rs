@@ -165,14 +165,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             Ok(m) => {
                 modules.insert(name, Arc::new(m));
             }
-            Err((field, message)) => {
-                let line = locate(text, &name, &field);
+            Err(e) => {
                 return Err(ConfigError {
                     file: path.to_path_buf(),
-                    line,
+                    line: locate(text, &name, &e.path),
                     column: None,
-                    field: format!("modules.{name}.{field}"),
-                    message,
+                    field: format!("modules.{name}.{}", e.path),
+                    message: e.message,
                 });
             }
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::probe::{ProbeSpec, dns, grpc, http, icmp, mqtt, postgres, redis, tcp};
-use crate::values::ConfigDuration;
+use crate::values::{ConfigDuration, FieldError};
 
 /// A module as written in the file (blackbox's format, unknown fields rejected).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -58,10 +58,10 @@ pub struct Module {
     pub raw: RawModule,
 }
 
-/// Validates one module; the error is a field path relative to the module and a message.
-pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, (String, String)> {
-    fn sub<T>(section: &str, r: Result<T, (String, String)>) -> Result<T, (String, String)> {
-        r.map_err(|(f, m)| (format!("{section}.{f}"), m))
+/// Validates one module; the error's path is relative to the module.
+pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, FieldError> {
+    fn sub<T>(section: &str, r: Result<T, FieldError>) -> Result<T, FieldError> {
+        r.map_err(|e| e.within(section))
     }
     let spec = match raw.prober.as_str() {
         "http" => ProbeSpec::Http(sub(
@@ -75,9 +75,9 @@ pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, (String,
         "dns" => match &raw.dns {
             Some(d) => ProbeSpec::Dns(sub("dns", dns::Spec::build(d, base))?),
             None => {
-                return Err((
-                    "dns.query_name".into(),
-                    "query name must be set for DNS module".into(),
+                return Err(FieldError::new(
+                    "dns.query_name",
+                    "query name must be set for DNS module",
                 ));
             }
         },
@@ -102,14 +102,14 @@ pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, (String,
             redis::Spec::build(&raw.redis.clone().unwrap_or_default(), base),
         )?),
         "" => {
-            return Err((
-                "prober".into(),
-                "prober must be set (http, tcp, dns, icmp, grpc, postgres, mqtt or redis)".into(),
+            return Err(FieldError::new(
+                "prober",
+                "prober must be set (http, tcp, dns, icmp, grpc, postgres, mqtt or redis)",
             ));
         }
         other => {
-            return Err((
-                "prober".into(),
+            return Err(FieldError::new(
+                "prober",
                 format!(
                     "unknown prober {other:?} (expected http, tcp, dns, icmp, grpc, postgres, mqtt or redis)"
                 ),
