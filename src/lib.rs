@@ -93,7 +93,7 @@ impl App {
             targets = config.targets.len(),
             "Loaded config file"
         );
-        let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
+        let (config_tx, config_rx) = tokio::sync::watch::channel(config.targets.clone());
         let resolver = Resolver::system();
         let state = Arc::new(State {
             config: ArcSwap::new(config),

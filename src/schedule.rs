@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Target};
+use crate::config::{Target, TargetSet};
 use crate::probe::prober::ProbeRequest;
 use crate::probe::report::{Family, Kind, Report};
 use crate::probe::resolve::Resolver;
@@ -268,17 +268,16 @@ impl Scheduler {
         r
     }
 
-    /// Replaces the target set with `config`'s, keeping the state (counters, last result, phase)
+    /// Replaces the target set with `set`, keeping the state (counters, last result, phase)
     /// of targets whose schedule did not change.
-    fn apply(&self, config: &Config) -> Vec<Arc<TargetState>> {
+    fn apply(&self, set: &TargetSet) -> Vec<Arc<TargetState>> {
         let old: HashMap<String, Arc<TargetState>> = self
             .states
             .load()
             .iter()
             .map(|s| (s.target().name.clone(), s.clone()))
             .collect();
-        let states: Vec<Arc<TargetState>> = config
-            .targets
+        let states: Vec<Arc<TargetState>> = set
             .iter()
             .map(|t| match old.get(&t.name) {
                 Some(s) if s.target().same_schedule(t) => {
@@ -291,25 +290,25 @@ impl Scheduler {
             .collect();
         self.states.store(Arc::new(states.clone()));
         self.max_concurrency
-            .store(config.scheduler.max_concurrency as u64, Ordering::Relaxed);
+            .store(set.settings().max_concurrency as u64, Ordering::Relaxed);
         states
     }
 
-    /// Runs the scheduling loop until `shutdown`, following config changes from `configs`; then
-    /// waits up to `grace` for running probes.
+    /// Runs the scheduling loop until `shutdown`, following target set changes from `sets`;
+    /// then waits up to `grace` for running probes.
     pub async fn run(
         self: Arc<Self>,
-        mut configs: watch::Receiver<Arc<Config>>,
+        mut sets: watch::Receiver<Arc<TargetSet>>,
         runner: Runner,
         shutdown: CancellationToken,
         grace: Duration,
     ) {
         let epoch = self.epoch;
         let tracker = TaskTracker::new();
-        let mut config = configs.borrow_and_update().clone();
-        let mut limit = config.scheduler.max_concurrency;
+        let mut set = sets.borrow_and_update().clone();
+        let mut limit = set.settings().max_concurrency;
         let mut semaphore = Arc::new(Semaphore::new(limit));
-        let mut states = self.apply(&config);
+        let mut states = self.apply(&set);
         // (due, generation-local index); rebuilt whole on every reload.
         let mut heap: BinaryHeap<Reverse<(Instant, usize)>> = BinaryHeap::new();
         let rebuild = |states: &[Arc<TargetState>],
@@ -331,17 +330,17 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                changed = configs.changed() => {
+                changed = sets.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    config = configs.borrow_and_update().clone();
-                    if config.scheduler.max_concurrency != limit {
+                    set = sets.borrow_and_update().clone();
+                    if set.settings().max_concurrency != limit {
                         // Probes running under the old limit keep their permits; new ones use the new.
-                        limit = config.scheduler.max_concurrency;
+                        limit = set.settings().max_concurrency;
                         semaphore = Arc::new(Semaphore::new(limit));
                     }
-                    states = self.apply(&config);
+                    states = self.apply(&set);
                     rebuild(&states, &mut heap);
                     tracing::info!(targets = states.len(), "Scheduler reloaded");
                 }

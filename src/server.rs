@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::{get, post};
 
-use crate::config::Config;
+use crate::config::{Config, TargetSet};
 use crate::metrics::process::SelfMetrics;
 use crate::probe::resolve::Resolver;
 use crate::store::History;
@@ -20,8 +20,8 @@ use crate::store::History;
 pub struct State {
     /// The current config; replaced whole on reload.
     pub config: ArcSwap<Config>,
-    /// Tells the scheduler about a new config.
-    pub config_tx: tokio::sync::watch::Sender<Arc<Config>>,
+    /// Tells the scheduler about a new config's target set.
+    pub config_tx: tokio::sync::watch::Sender<Arc<TargetSet>>,
     /// The scheduler's targets and results.
     pub scheduler: Arc<crate::schedule::Scheduler>,
     /// Name resolution for probes.
