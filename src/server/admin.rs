@@ -23,9 +23,9 @@ use crate::metrics::{self, Format};
 /// OpenMetrics (prometheus-client's encoder) is built whole.
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let format = Format::negotiate(
-            headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
-            state.openmetrics,
-        );
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+        state.openmetrics,
+    );
     let content_type = [(header::CONTENT_TYPE, format.content_type())];
     if format == Format::Text {
         let (tx, rx) =
