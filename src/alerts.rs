@@ -27,7 +27,7 @@ use crate::probe::report::{Family, Kind, Report};
 use crate::probe::resolve::{IpPreference, Resolver};
 use crate::probe::{net, tls};
 use crate::secret::Secret;
-use crate::values::ConfigDuration;
+use crate::values::{Choice, ConfigDuration, Conflict, FieldError, value_or_file};
 
 static SENT: Family = Family {
     name: "lookout_alerts_sent_total",
@@ -128,19 +128,20 @@ pub struct Spec {
 pub const DEFAULT_RESEND: Duration = Duration::from_secs(30);
 
 impl Spec {
-    /// Validates `section`; relative file names are read against `base`. The error is a field
-    /// path relative to `alerting` and a message.
-    pub fn build(section: &Section, base: &Path) -> Result<Spec, (String, String)> {
+    /// Validates `section`; relative file names are read against `base`. The error's path is
+    /// relative to `alerting`.
+    pub fn build(section: &Section, base: &Path) -> Result<Spec, FieldError> {
         let mut alertmanagers = Vec::with_capacity(section.alertmanagers.len());
         for (i, am) in section.alertmanagers.iter().enumerate() {
             let at = |f: &str| format!("alertmanagers[{i}].{f}");
-            let url = url::Url::parse(&am.url)
-                .map_err(|e| (at("url"), format!("invalid URL {:?}: {e}", am.url)))?;
+            let url = url::Url::parse(&am.url).map_err(|e| {
+                FieldError::new(at("url"), format!("invalid URL {:?}: {e}", am.url))
+            })?;
             let https = match url.scheme() {
                 "http" => false,
                 "https" => true,
                 other => {
-                    return Err((
+                    return Err(FieldError::new(
                         at("url"),
                         format!(
                             "unsupported scheme {other:?} in {:?} (use http or https)",
@@ -151,7 +152,7 @@ impl Spec {
             };
             let host = url
                 .host_str()
-                .ok_or_else(|| (at("url"), format!("no host in {:?}", am.url)))?
+                .ok_or_else(|| FieldError::new(at("url"), format!("no host in {:?}", am.url)))?
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_owned();
@@ -159,7 +160,7 @@ impl Spec {
             let path = format!("{}/api/v2/alerts", url.path().trim_end_matches('/'));
             let tls = if https {
                 let s = tls::Spec::build(&am.tls_config.clone().unwrap_or_default(), base)
-                    .map_err(|m| (at("tls_config"), m))?;
+                    .map_err(|e| e.within(&at("tls_config")))?;
                 Some(Arc::new(s))
             } else {
                 None
@@ -167,22 +168,21 @@ impl Spec {
             let authorization = match &am.basic_auth {
                 None => None,
                 Some(b) => {
-                    let password = match (&b.password, &b.password_file) {
-                        (Some(_), Some(_)) => {
-                            return Err((
-                                at("basic_auth"),
-                                "at most one of password and password_file must be configured"
-                                    .into(),
-                            ));
-                        }
-                        (Some(p), None) => p.expose().to_owned(),
-                        (None, Some(f)) => crate::values::read_file_trimmed(
-                            base,
-                            f,
-                            &at("basic_auth.password_file"),
-                        )?,
-                        (None, None) => String::new(),
-                    };
+                    let password = value_or_file(
+                        base,
+                        b.password.clone(),
+                        b.password_file.as_deref(),
+                        Choice {
+                            file_field: "password_file",
+                            conflict: Some(Conflict {
+                                field: "password",
+                                message: "at most one of password and password_file must be configured",
+                            }),
+                        },
+                    )
+                    .map_err(|e| e.within(&at("basic_auth")))?
+                    .map(|p: Secret| p.expose().to_owned())
+                    .unwrap_or_default();
                     let token = base64::engine::general_purpose::STANDARD
                         .encode(format!("{}:{password}", b.username));
                     Some(Secret::new(format!("Basic {token}")))

@@ -4,17 +4,22 @@
 
 pub mod error;
 pub mod module;
+pub mod target_set;
 pub mod targets;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::values::FieldError;
 pub use error::ConfigError;
 pub use module::{Module, RawModule};
-pub use targets::{RawDefaults, RawScheduler, RawTarget, SchedulerSettings, Target};
+pub use target_set::{Assembled, Graph, Rejection, TargetError, TargetSet, assemble};
+pub use targets::{
+    Defaults, RawDefaults, RawScheduler, RawTarget, SchedulerSettings, Target, validate_target,
+};
 
 /// The file as written.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -42,40 +47,28 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 }
 
 /// A loaded, validated config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Config {
     /// Modules by name.
     pub modules: BTreeMap<String, Arc<Module>>,
-    /// Scheduled targets, in file order.
-    pub targets: Vec<Arc<Target>>,
-    /// Scheduler settings.
-    pub scheduler: SchedulerSettings,
+    /// Scheduled targets (in file order), their dependency graph and the scheduler settings:
+    /// what the scheduler follows.
+    pub targets: Arc<TargetSet>,
     /// Where alerts go.
     pub alerting: Arc<crate::alerts::Spec>,
     /// The file it came from (`EMBEDDED_NAME` for the built-in default).
     pub file: PathBuf,
     /// The extension sections as written, for `/config`.
-    raw_extensions: (
-        RawDefaults,
-        RawScheduler,
-        Vec<RawTarget>,
-        crate::alerts::Section,
-    ),
+    raw_extensions: RawExtensions,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            modules: BTreeMap::new(),
-            targets: Vec::new(),
-            scheduler: SchedulerSettings {
-                max_concurrency: 256,
-            },
-            alerting: Arc::default(),
-            file: PathBuf::new(),
-            raw_extensions: Default::default(),
-        }
-    }
+/// lookout's extension sections as written (secrets stay in `modules:`), kept for `/config`.
+#[derive(Debug, Clone, Default)]
+struct RawExtensions {
+    defaults: RawDefaults,
+    scheduler: RawScheduler,
+    targets: Vec<RawTarget>,
+    alerting: crate::alerts::Section,
 }
 
 impl Config {
@@ -87,10 +80,10 @@ impl Config {
                 .iter()
                 .map(|(k, m)| (k.clone(), m.raw.clone()))
                 .collect(),
-            defaults: self.raw_extensions.0.clone(),
-            scheduler: self.raw_extensions.1.clone(),
-            targets: self.raw_extensions.2.clone(),
-            alerting: self.raw_extensions.3.clone(),
+            defaults: self.raw_extensions.defaults.clone(),
+            scheduler: self.raw_extensions.scheduler.clone(),
+            targets: self.raw_extensions.targets.clone(),
+            alerting: self.raw_extensions.alerting.clone(),
         };
         serde_norway::to_string(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -171,67 +164,67 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     };
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let error = |line: Option<usize>, field: String, message: String| ConfigError {
+        file: path.to_path_buf(),
+        line,
+        column: None,
+        field,
+        message,
+    };
     let mut modules = BTreeMap::new();
     for (name, raw_module) in raw.modules.clone() {
-        match module::build(&name, raw_module, &base) {
-            Ok(m) => {
-                modules.insert(name, Arc::new(m));
-            }
-            Err((field, message)) => {
-                let line = locate(text, &name, &field);
-                return Err(ConfigError {
-                    file: path.to_path_buf(),
-                    line,
-                    column: None,
-                    field: format!("modules.{name}.{field}"),
-                    message,
-                });
-            }
-        }
+        let m = module::build(&name, raw_module, &base).map_err(|e| {
+            error(
+                locate(text, &name, &e.path),
+                format!("modules.{name}.{}", e.path),
+                e.message,
+            )
+        })?;
+        modules.insert(name, Arc::new(m));
     }
-    let scheduler =
-        SchedulerSettings::build(&raw.scheduler).map_err(|(field, message)| ConfigError {
-            file: path.to_path_buf(),
-            line: locate_top(text, "scheduler"),
-            column: None,
-            field,
-            message,
-        })?;
-    let targets = targets::build(&raw.targets, &raw.defaults, &modules).map_err(
-        |(index, field, message)| {
-            let (field, line) = match index {
-                Some(i) => (
-                    format!("targets[{i}].{field}"),
-                    locate_target(text, i, &field),
-                ),
-                None => (field, locate_top(text, "defaults")),
-            };
-            ConfigError {
-                file: path.to_path_buf(),
-                line,
-                column: None,
-                field,
-                message,
-            }
-        },
-    )?;
-    let alerting =
-        crate::alerts::Spec::build(&raw.alerting, &base).map_err(|(field, message)| {
-            ConfigError {
-                file: path.to_path_buf(),
-                line: locate_top(text, "alerting"),
-                column: None,
-                field: format!("alerting.{field}"),
-                message,
-            }
-        })?;
+    let scheduler = SchedulerSettings::build(&raw.scheduler).map_err(|e| {
+        let e = e.within("scheduler");
+        error(locate_top(text, "scheduler"), e.path, e.message)
+    })?;
+    let defaults = Defaults::build(&raw.defaults).map_err(|e| {
+        let e = e.within("defaults");
+        error(locate_top(text, "defaults"), e.path, e.message)
+    })?;
+    let target_error = |index: usize, e: FieldError| {
+        let line = locate_target(text, index, &e.path);
+        let e = e.within(&format!("targets[{index}]"));
+        error(line, e.path, e.message)
+    };
+    let mut first_of: HashMap<&str, usize> = HashMap::with_capacity(raw.targets.len());
+    let mut targets = Vec::with_capacity(raw.targets.len());
+    for (i, t) in raw.targets.iter().enumerate() {
+        // A second use of a name is reported before the entry's other problems, as always.
+        if !t.name.is_empty()
+            && let Some(&first) = first_of.get(t.name.as_str())
+        {
+            return Err(target_error(i, target_set::duplicate_name(&t.name, first)));
+        }
+        first_of.insert(&t.name, i);
+        targets.push(validate_target(t, &defaults, &modules).map_err(|e| target_error(i, e))?);
+    }
+    let set = assemble(targets, Vec::new(), scheduler)
+        .map_err(|e| target_error(e.index, e.error))?
+        .set;
+    let alerting = crate::alerts::Spec::build(&raw.alerting, &base).map_err(|e| {
+        let e = e.within("alerting");
+        error(locate_top(text, "alerting"), e.path, e.message)
+    })?;
     Ok(Config {
         modules,
-        targets,
-        scheduler,
+        targets: Arc::new(set),
         alerting: Arc::new(alerting),
         file: path.to_path_buf(),
-        raw_extensions: (raw.defaults, raw.scheduler, raw.targets, raw.alerting),
+        raw_extensions: RawExtensions {
+            defaults: raw.defaults,
+            scheduler: raw.scheduler,
+            targets: raw.targets,
+            alerting: raw.alerting,
+        },
     })
 }
 

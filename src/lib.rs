@@ -100,7 +100,7 @@ impl App {
             targets = config.targets.len(),
             "Loaded config file"
         );
-        let (config_tx, config_rx) = tokio::sync::watch::channel(config.clone());
+        let (config_tx, config_rx) = tokio::sync::watch::channel(config.targets.clone());
         let resolver = Resolver::system();
         let results = Arc::new(ResultBus::default());
         let recent = Arc::new(Recent::new(cli.history_limit));

@@ -43,60 +43,76 @@ pub static PROBE_DURATION_SECONDS: Family = Family::gauge(
 #[cfg(test)]
 pub const PANIC_TARGET: &str = "lookout-test:panic";
 
-/// A module's validated probe settings: one variant per `prober:` value.
-///
-/// Variants differ in size; specs live once per module behind an `Arc`, so boxing buys nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
-pub enum ProbeSpec {
-    /// `prober: http`.
-    Http(http::Spec),
-    /// `prober: tcp`.
-    Tcp(tcp::Spec),
-    /// `prober: dns`.
-    Dns(dns::Spec),
-    /// `prober: icmp`.
-    Icmp(icmp::Spec),
-    /// `prober: grpc`.
-    Grpc(grpc::Spec),
-    /// `prober: postgres` (lookout).
-    Postgres(postgres::Spec),
-    /// `prober: mqtt` (lookout).
-    Mqtt(mqtt::Spec),
-    /// `prober: redis` (lookout).
-    Redis(redis::Spec),
+/// The prober table: every `prober:` name with its `ProbeSpec` variant and the module (named as
+/// the prober) that owns its `Section`, `Spec` and `impl Prober`, listed once. It calls
+/// `$callback!` with the rows, so each place that must know every prober generates its part from
+/// here: below, `ProbeSpec`, `prober_name`, the dispatch and [`PROBER_NAMES`]; in
+/// `config/module.rs`, `RawModule`'s sections and the build `match`. Adding a prober is a new
+/// file under `probe/` plus one row (and its name in `helm/lookout/values.schema.json`, which
+/// tests/deploy checks against the binary).
+macro_rules! probers {
+    ($callback:ident) => {
+        $callback! {
+            http => Http, "HTTP";
+            tcp => Tcp, "TCP";
+            dns => Dns, "DNS";
+            icmp => Icmp, "ICMP";
+            grpc => Grpc, "gRPC";
+            postgres => Postgres, "PostgreSQL (lookout)";
+            mqtt => Mqtt, "MQTT (lookout)";
+            redis => Redis, "Redis (lookout)";
+        }
+    };
 }
+pub(crate) use probers;
 
-impl ProbeSpec {
-    /// The `prober:` name.
-    pub fn prober_name(&self) -> &'static str {
-        match self {
-            ProbeSpec::Http(_) => "http",
-            ProbeSpec::Tcp(_) => "tcp",
-            ProbeSpec::Dns(_) => "dns",
-            ProbeSpec::Icmp(_) => "icmp",
-            ProbeSpec::Grpc(_) => "grpc",
-            ProbeSpec::Postgres(_) => "postgres",
-            ProbeSpec::Mqtt(_) => "mqtt",
-            ProbeSpec::Redis(_) => "redis",
+/// Generates `ProbeSpec`, its `prober_name` and dispatch, and `PROBER_NAMES` from the table.
+macro_rules! probe_spec {
+    ($($name:ident => $variant:ident, $title:literal;)*) => {
+        /// A module's validated probe settings: one variant per `prober:` value.
+        ///
+        /// Variants differ in size; specs live once per module behind an `Arc`, so boxing buys
+        /// nothing.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Debug, Clone)]
+        pub enum ProbeSpec {
+            $(
+                #[doc = concat!("`prober: ", stringify!($name), "`: ", $title, ".")]
+                $variant($name::Spec),
+            )*
         }
-    }
 
-    async fn probe(
-        &self,
-        req: &ProbeRequest,
-        cx: &mut ProbeContext<'_>,
-    ) -> Result<(), ProbeFailure> {
-        match self {
-            ProbeSpec::Http(s) => s.probe(req, cx).await,
-            ProbeSpec::Tcp(s) => s.probe(req, cx).await,
-            ProbeSpec::Dns(s) => s.probe(req, cx).await,
-            ProbeSpec::Icmp(s) => s.probe(req, cx).await,
-            ProbeSpec::Grpc(s) => s.probe(req, cx).await,
-            ProbeSpec::Postgres(s) => s.probe(req, cx).await,
-            ProbeSpec::Mqtt(s) => s.probe(req, cx).await,
-            ProbeSpec::Redis(s) => s.probe(req, cx).await,
+        /// Every `prober:` name, in the table's order.
+        pub const PROBER_NAMES: &[&str] = &[$(stringify!($name)),*];
+
+        impl ProbeSpec {
+            /// The `prober:` name.
+            pub fn prober_name(&self) -> &'static str {
+                match self {
+                    $(ProbeSpec::$variant(_) => stringify!($name),)*
+                }
+            }
+
+            async fn probe(
+                &self,
+                req: &ProbeRequest,
+                cx: &mut ProbeContext<'_>,
+            ) -> Result<(), ProbeFailure> {
+                match self {
+                    $(ProbeSpec::$variant(s) => s.probe(req, cx).await,)*
+                }
+            }
         }
+    };
+}
+probers!(probe_spec);
+
+/// The prober names as a sentence's list: `http, tcp, … or redis`, for error messages.
+pub fn prober_list() -> String {
+    match PROBER_NAMES.split_last() {
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 

@@ -28,7 +28,7 @@ pub fn reload(state: &State) -> Result<(), ConfigError> {
             let new = Arc::new(new);
             let (modules, targets) = (new.modules.len(), new.targets.len());
             state.config.store(new.clone());
-            state.config_tx.send_replace(new);
+            state.config_tx.send_replace(new.targets.clone());
             state.metrics.record_reload(true);
             tracing::info!(file = %state.config.load().file.display(), modules, targets, "Loaded config file");
             Ok(())

@@ -124,9 +124,10 @@ fn regex_literal(s: &str) -> String {
 
 /// The Prometheus rule file for `config`'s targets (empty groups when it has none).
 pub fn prometheus_rules(config: &Config) -> String {
-    let dependents = transitive_dependents(&config.targets);
+    let dependents = transitive_dependents(config.targets.targets());
     let rules = config
         .targets
+        .targets()
         .iter()
         .map(|t| {
             let series = labels(t);
@@ -171,9 +172,10 @@ struct Inhibit {
 /// Alertmanager `inhibit_rules` (a YAML list): while a target's alert fires, alerts labelled
 /// with one of its dependents' `target` are muted.
 pub fn inhibit_rules(config: &Config) -> String {
-    let dependents = transitive_dependents(&config.targets);
+    let dependents = transitive_dependents(config.targets.targets());
     let rules: Vec<Inhibit> = config
         .targets
+        .targets()
         .iter()
         .filter(|t| !dependents[&t.name].is_empty())
         .map(|t| Inhibit {
@@ -251,7 +253,7 @@ mod tests {
     #[test]
     fn dependents_are_transitive() {
         let c = config(TESLAMATE);
-        let d = transitive_dependents(&c.targets);
+        let d = transitive_dependents(c.targets.targets());
         assert_eq!(d["host"], ["db", "mq", "teslamate"]);
         assert_eq!(d["db"], ["teslamate"]);
         assert!(d["teslamate"].is_empty());
@@ -286,7 +288,7 @@ mod tests {
             .collect();
         from_rule.extend(["alertname".to_owned(), "severity".to_owned()]);
         from_rule.sort();
-        let direct: Vec<String> = labels(&c.targets[1]).into_keys().collect();
+        let direct: Vec<String> = labels(&c.targets.targets()[1]).into_keys().collect();
         assert_eq!(from_rule, direct);
     }
 

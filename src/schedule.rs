@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Target};
+use crate::config::{Target, TargetSet};
 use crate::health::{Change, Edges, Machine, Observation, Request, State};
 use crate::probe::prober::ProbeFailure;
 use crate::probe::prober::ProbeRequest;
@@ -383,17 +383,16 @@ impl Scheduler {
         r
     }
 
-    /// Replaces the target set with `config`'s, keeping the state (counters, last result, phase)
+    /// Replaces the target set with `set`, keeping the state (counters, last result, phase)
     /// of targets whose schedule did not change.
-    fn apply(&self, config: &Config) -> Vec<Arc<TargetState>> {
+    fn apply(&self, set: &TargetSet) -> Vec<Arc<TargetState>> {
         let old: HashMap<String, Arc<TargetState>> = self
             .states
             .load()
             .iter()
             .map(|s| (s.target().name.clone(), s.clone()))
             .collect();
-        let states: Vec<Arc<TargetState>> = config
-            .targets
+        let states: Vec<Arc<TargetState>> = set
             .iter()
             .map(|t| match old.get(&t.name) {
                 Some(s) if s.target().same_schedule(t) => {
@@ -412,12 +411,12 @@ impl Scheduler {
         ));
         self.states.store(Arc::new(states.clone()));
         self.max_concurrency
-            .store(config.scheduler.max_concurrency as u64, Ordering::Relaxed);
+            .store(set.settings().max_concurrency as u64, Ordering::Relaxed);
         states
     }
 
-    /// Runs the scheduling loop until `shutdown`, following config changes from `configs`; then
-    /// waits up to `grace` for running probes.
+    /// Runs the scheduling loop until `shutdown`, following target set changes from `sets`;
+    /// then waits up to `grace` for running probes.
     ///
     /// The loop owns the targets' health (`health::Machine`): each finished probe comes back
     /// to it (straight from the probe's task, not through the result bus, since a dropped result
@@ -425,27 +424,27 @@ impl Scheduler {
     /// dependency checks, which run outside the targets' grids and never count as missed.
     pub async fn run(
         self: Arc<Self>,
-        mut configs: watch::Receiver<Arc<Config>>,
+        mut sets: watch::Receiver<Arc<TargetSet>>,
         runner: Runner,
         shutdown: CancellationToken,
         grace: Duration,
     ) {
         let tracker = TaskTracker::new();
-        let config = configs.borrow_and_update().clone();
+        let set = sets.borrow_and_update().clone();
         // Bounded in practice: each running probe sends one result, and at most
         // `max_concurrency` (plus the probes waiting for a permit) run at once.
         let (results_tx, mut results_rx) = mpsc::unbounded_channel();
         let mut run = Loop {
-            limit: config.scheduler.max_concurrency,
-            semaphore: Arc::new(Semaphore::new(config.scheduler.max_concurrency)),
-            states: self.apply(&config),
+            limit: set.settings().max_concurrency,
+            semaphore: Arc::new(Semaphore::new(set.settings().max_concurrency)),
+            states: self.apply(&set),
             grid: BinaryHeap::new(),
             extra: BinaryHeap::new(),
             machine: Machine::new(Vec::new(), Edges::default()),
             generation: 0,
             results_tx,
         };
-        run.machine = machine_for(&run.states, None, Instant::now());
+        run.machine = machine_for(&set, &run.states, None, Instant::now());
         self.publish_health(&run.states, &run.machine, None);
         run.rebuild_grid(self.epoch);
         tracing::info!(targets = run.states.len(), "Scheduler started");
@@ -461,19 +460,20 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                changed = configs.changed() => {
+                changed = sets.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    let config = configs.borrow_and_update().clone();
-                    if config.scheduler.max_concurrency != run.limit {
+                    let set = sets.borrow_and_update().clone();
+                    if set.settings().max_concurrency != run.limit {
                         // Probes running under the old limit keep their permits; new ones use the new.
-                        run.limit = config.scheduler.max_concurrency;
+                        run.limit = set.settings().max_concurrency;
                         run.semaphore = Arc::new(Semaphore::new(run.limit));
                     }
                     let old_states = std::mem::take(&mut run.states);
-                    run.states = self.apply(&config);
+                    run.states = self.apply(&set);
                     run.machine = machine_for(
+                        &set,
                         &run.states,
                         Some((&old_states, &run.machine)),
                         Instant::now(),
@@ -695,27 +695,19 @@ impl Loop {
     }
 }
 
-/// A health machine for `states`, keeping what `old` knew of targets that stay (by name).
+/// A health machine for `set` (whose targets `states` follow, in order), keeping what `old`
+/// knew of targets that stay (by name).
 fn machine_for(
+    set: &TargetSet,
     states: &[Arc<TargetState>],
     old: Option<(&[Arc<TargetState>], &Machine)>,
     now: Instant,
 ) -> Machine {
     let targets: Vec<Arc<Target>> = states.iter().map(|s| s.target()).collect();
-    let index: HashMap<&str, usize> = targets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.as_str(), i))
-        .collect();
+    let graph = set.graph();
     let edges = Edges::from_dependencies(
-        targets
-            .iter()
-            .map(|t| {
-                t.depends_on
-                    .iter()
-                    .filter_map(|d| index.get(d.as_str()).copied())
-                    .collect()
-            })
+        (0..targets.len())
+            .map(|i| graph.dependencies(i).to_vec())
             .collect(),
     );
     let policies = targets.iter().map(|t| t.health).collect();

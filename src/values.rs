@@ -1,33 +1,139 @@
 //! Config value types shared by every section: durations, sizes and regular expressions, each
-//! parsed and checked while the YAML is read, so a bad value is reported with its line.
+//! parsed and checked while the YAML is read, so a bad value is reported with its line; the
+//! `FieldError` every section's validation returns; and `value_or_file`, the one reader of files
+//! named in the config.
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// Reads a secret or value file named in the config (relative to `base`, the config file's
-/// directory, as blackbox resolves them), trimmed of surrounding whitespace; the error names
-/// `field` and the file.
-pub fn read_file_trimmed(
-    base: &std::path::Path,
-    path: &std::path::Path,
-    field: &str,
-) -> Result<String, (String, String)> {
-    let full = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
+use crate::secret::Secret;
+
+/// A config value that cannot be used: where it is, as a field path relative to the section
+/// being validated (`basic_auth.password_file`, `tls_config.ca_file`, `valid_status_codes[2]`),
+/// and a message naming the bad value. Each enclosing level adds its own segment
+/// ([`FieldError::within`]); the file loader finally adds the file and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path, dotted, with `[i]` for list entries; empty for the section itself.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error seen from the enclosing section `prefix`: `ca_file` inside `tls_config`
+    /// becomes `tls_config.ca_file`, and an error of the section itself becomes `tls_config`.
+    pub fn within(self, prefix: &str) -> FieldError {
+        let path = match (prefix.is_empty(), self.path.is_empty()) {
+            (true, _) => self.path,
+            (false, true) => prefix.to_owned(),
+            (false, false) => format!("{prefix}.{}", self.path),
+        };
+        FieldError { path, ..self }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "field {}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// What a `_file` field's file holds, and how it is read.
+pub trait FileContent: Sized {
+    /// Reads the file at `path` (already joined to the config file's directory).
+    fn read(path: &Path) -> std::io::Result<Self>;
+}
+
+/// Text such as a user name, trimmed of surrounding white space (a trailing newline is not part
+/// of a password), as blackbox reads its secret files.
+impl FileContent for String {
+    fn read(path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path).map(|s| s.trim().to_owned())
+    }
+}
+
+/// A secret, trimmed as [`String`] is.
+impl FileContent for Secret {
+    fn read(path: &Path) -> std::io::Result<Secret> {
+        String::read(path).map(Secret::new)
+    }
+}
+
+/// Bytes taken as they are: PEM files and request bodies.
+impl FileContent for Vec<u8> {
+    fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+/// How one "value or `_file`" pair of fields is named, for its errors.
+#[derive(Debug, Clone, Copy)]
+pub struct Choice<'a> {
+    /// The `_file` field's path (relative, like [`FieldError::path`]), where a file that cannot
+    /// be read is reported.
+    pub file_field: &'a str,
+    /// The error when both the value and the file are set; `None` lets the file win (the
+    /// `basic_auth` username, as lookout has always read it).
+    pub conflict: Option<Conflict<'a>>,
+}
+
+/// The mutual-exclusion error of a [`Choice`]; its wording differs between sections, as in
+/// Prometheus' common config, so each caller gives its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Conflict<'a> {
+    /// Where it is reported.
+    pub field: &'a str,
+    /// What it says.
+    pub message: &'a str,
+}
+
+/// The one reader of files named in the config: resolves a "value or `_file`" choice (a
+/// password or its `password_file`, a CA or its `ca_file`, …). Both set is the choice's
+/// conflict error; a relative file name is read relative to `base`, the config file's
+/// directory, as blackbox resolves them; the read error names the file and is reported at the
+/// `_file` field.
+pub fn value_or_file<T: FileContent>(
+    base: &Path,
+    value: Option<T>,
+    file: Option<&Path>,
+    choice: Choice<'_>,
+) -> Result<Option<T>, FieldError> {
+    let Some(file) = file else {
+        return Ok(value);
     };
-    std::fs::read_to_string(&full)
-        .map(|s| s.trim().to_owned())
-        .map_err(|e| {
-            (
-                field.to_owned(),
-                format!("cannot read {}: {e}", full.display()),
-            )
-        })
+    if let (Some(_), Some(c)) = (&value, choice.conflict) {
+        return Err(FieldError::new(c.field, c.message));
+    }
+    let full = if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        base.join(file)
+    };
+    T::read(&full).map(Some).map_err(|e| {
+        FieldError::new(
+            choice.file_field,
+            format!("cannot read {}: {e}", full.display()),
+        )
+    })
 }
 
 /// A duration in Prometheus or Go form: `5s`, `1m30s`, `1.5s`, `500ms`, `1d`, `2w`.

@@ -1,48 +1,63 @@
-//! One `modules:` entry: its raw form as written and its validated form. This file holds the one
-//! `match` on the `prober:` name.
+//! One `modules:` entry: its raw form as written and its validated form. `RawModule`'s sections
+//! and the `match` on the `prober:` name are generated from the prober table in `probe.rs`.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::probe::{ProbeSpec, dns, grpc, http, icmp, mqtt, postgres, redis, tcp};
-use crate::values::ConfigDuration;
+use crate::probe::{self, ProbeSpec, prober_list};
+use crate::values::{ConfigDuration, FieldError};
 
-/// A module as written in the file (blackbox's format, unknown fields rejected).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawModule {
-    /// http, tcp, dns, icmp, grpc (blackbox's), postgres, mqtt or redis (lookout's).
-    pub prober: String,
-    /// The longest a probe may take; the scrape timeout caps it further.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<ConfigDuration>,
-    /// HTTP settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<http::Section>,
-    /// TCP settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tcp: Option<tcp::Section>,
-    /// DNS settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<dns::Section>,
-    /// ICMP settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub icmp: Option<icmp::Section>,
-    /// gRPC settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grpc: Option<grpc::Section>,
-    /// PostgreSQL settings (lookout).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<postgres::Section>,
-    /// MQTT settings (lookout).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mqtt: Option<mqtt::Section>,
-    /// Redis settings (lookout).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis: Option<redis::Section>,
+/// Generates `RawModule` (one optional section per prober; fields rather than a flattened map,
+/// since serde's `flatten` and `deny_unknown_fields` do not combine) and `build_spec`.
+macro_rules! raw_module {
+    ($($name:ident => $variant:ident, $title:literal;)*) => {
+        /// A module as written in the file (blackbox's format, unknown fields rejected).
+        #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawModule {
+            /// Which prober runs the module: one of `probe::PROBER_NAMES`.
+            pub prober: String,
+            /// The longest a probe may take; the scrape timeout caps it further.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub timeout: Option<ConfigDuration>,
+            $(
+                #[doc = concat!($title, " settings.")]
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $name: Option<probe::$name::Section>,
+            )*
+        }
+
+        /// Validates the section `prober:` names (its default when absent); errors are
+        /// relative to the module.
+        fn build_spec(raw: &RawModule, base: &Path) -> Result<ProbeSpec, FieldError> {
+            match raw.prober.as_str() {
+                $(
+                    stringify!($name) => probe::$name::Spec::build(&section(&raw.$name), base)
+                        .map(ProbeSpec::$variant)
+                        .map_err(|e| e.within(stringify!($name))),
+                )*
+                "" => Err(FieldError::new(
+                    "prober",
+                    format!("prober must be set ({})", prober_list()),
+                )),
+                other => Err(FieldError::new(
+                    "prober",
+                    format!("unknown prober {other:?} (expected {})", prober_list()),
+                )),
+            }
+        }
+    };
+}
+probe::probers!(raw_module);
+
+/// A section as written, or its defaults when the module has none.
+fn section<T: Default + Clone>(s: &Option<T>) -> Cow<'_, T> {
+    s.as_ref()
+        .map_or_else(|| Cow::Owned(T::default()), Cow::Borrowed)
 }
 
 /// A validated module: what `/probe` and the scheduler use.
@@ -58,64 +73,9 @@ pub struct Module {
     pub raw: RawModule,
 }
 
-/// Validates one module; the error is a field path relative to the module and a message.
-pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, (String, String)> {
-    fn sub<T>(section: &str, r: Result<T, (String, String)>) -> Result<T, (String, String)> {
-        r.map_err(|(f, m)| (format!("{section}.{f}"), m))
-    }
-    let spec = match raw.prober.as_str() {
-        "http" => ProbeSpec::Http(sub(
-            "http",
-            http::Spec::build(&raw.http.clone().unwrap_or_default(), base),
-        )?),
-        "tcp" => ProbeSpec::Tcp(sub(
-            "tcp",
-            tcp::Spec::build(&raw.tcp.clone().unwrap_or_default(), base),
-        )?),
-        "dns" => match &raw.dns {
-            Some(d) => ProbeSpec::Dns(sub("dns", dns::Spec::build(d, base))?),
-            None => {
-                return Err((
-                    "dns.query_name".into(),
-                    "query name must be set for DNS module".into(),
-                ));
-            }
-        },
-        "icmp" => ProbeSpec::Icmp(sub(
-            "icmp",
-            icmp::Spec::build(&raw.icmp.clone().unwrap_or_default(), base),
-        )?),
-        "grpc" => ProbeSpec::Grpc(sub(
-            "grpc",
-            grpc::Spec::build(&raw.grpc.clone().unwrap_or_default(), base),
-        )?),
-        "postgres" => ProbeSpec::Postgres(sub(
-            "postgres",
-            postgres::Spec::build(&raw.postgres.clone().unwrap_or_default(), base),
-        )?),
-        "mqtt" => ProbeSpec::Mqtt(sub(
-            "mqtt",
-            mqtt::Spec::build(&raw.mqtt.clone().unwrap_or_default(), base),
-        )?),
-        "redis" => ProbeSpec::Redis(sub(
-            "redis",
-            redis::Spec::build(&raw.redis.clone().unwrap_or_default(), base),
-        )?),
-        "" => {
-            return Err((
-                "prober".into(),
-                "prober must be set (http, tcp, dns, icmp, grpc, postgres, mqtt or redis)".into(),
-            ));
-        }
-        other => {
-            return Err((
-                "prober".into(),
-                format!(
-                    "unknown prober {other:?} (expected http, tcp, dns, icmp, grpc, postgres, mqtt or redis)"
-                ),
-            ));
-        }
-    };
+/// Validates one module; the error's path is relative to the module.
+pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, FieldError> {
+    let spec = build_spec(&raw, base)?;
     let timeout = raw.timeout.map(|d| d.0).filter(|d| !d.is_zero());
     Ok(Module {
         name: name.to_owned(),
@@ -123,4 +83,32 @@ pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, (String,
         spec: Arc::new(spec),
         raw,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::PROBER_NAMES;
+
+    #[test]
+    fn every_prober_in_the_table_builds_and_keeps_its_name() {
+        for name in PROBER_NAMES {
+            let raw: RawModule = serde_norway::from_str(&format!(
+                "{{prober: {name}, dns: {{query_name: example.org}}, postgres: {{user: u}}}}"
+            ))
+            .unwrap();
+            let m = build("m", raw, Path::new(".")).unwrap();
+            assert_eq!(m.spec.prober_name(), *name);
+        }
+    }
+
+    #[test]
+    fn prober_errors_list_the_table() {
+        let e = build("m", RawModule::default(), Path::new(".")).unwrap_err();
+        assert_eq!(e.path, "prober");
+        assert_eq!(
+            e.message,
+            "prober must be set (http, tcp, dns, icmp, grpc, postgres, mqtt or redis)"
+        );
+    }
 }

@@ -1,14 +1,16 @@
 //! lookout's own `targets:` (plus `defaults:` and `scheduler:`): what the scheduler probes by
 //! itself. An extension: every blackbox file stays valid, since all three are optional.
+//! Each target is validated alone here (`validate_target`); `target_set` puts the validated
+//! targets together with their `depends_on` graph.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Module;
-use crate::values::ConfigDuration;
+use crate::values::{ConfigDuration, FieldError};
 
 /// The interval when neither the target nor `defaults:` sets one.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -150,20 +152,68 @@ pub struct SchedulerSettings {
     pub max_concurrency: usize,
 }
 
+impl Default for SchedulerSettings {
+    /// What a config without targets runs with (`Config::default`).
+    fn default() -> Self {
+        SchedulerSettings {
+            max_concurrency: 256,
+        }
+    }
+}
+
 impl SchedulerSettings {
-    /// Validates `raw`.
-    pub fn build(raw: &RawScheduler) -> Result<SchedulerSettings, (String, String)> {
+    /// Validates `raw`; the error's path is relative to `scheduler:`.
+    pub fn build(raw: &RawScheduler) -> Result<SchedulerSettings, FieldError> {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1);
         let max_concurrency = raw.max_concurrency.unwrap_or(256 * cores);
         if max_concurrency == 0 {
-            return Err((
-                "scheduler.max_concurrency".into(),
-                "must be at least 1".into(),
-            ));
+            return Err(FieldError::new("max_concurrency", "must be at least 1"));
         }
         Ok(SchedulerSettings { max_concurrency })
+    }
+}
+
+/// `defaults:`, validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Defaults {
+    /// Interval for targets that set none.
+    pub interval: Option<Duration>,
+    /// Timeout for targets that set none.
+    pub timeout: Option<Duration>,
+    /// Labels added to every target.
+    pub labels: BTreeMap<String, String>,
+    /// Confirmation re-probes for targets that set none.
+    pub retries: Option<u32>,
+    /// Their spacing for targets that set none.
+    pub retry_interval: Option<Duration>,
+    /// The recovery grace for targets that set none.
+    pub recovery_grace: Option<Duration>,
+    /// The alert severity for targets that set none.
+    pub severity: Option<String>,
+}
+
+impl Defaults {
+    /// Validates `raw`; the error's path is relative to `defaults:`.
+    pub fn build(raw: &RawDefaults) -> Result<Defaults, FieldError> {
+        for k in raw.labels.keys() {
+            if !valid_label_name(k) || RESERVED_LABELS.contains(&k.as_str()) {
+                return Err(FieldError::new(
+                    format!("labels.{k}"),
+                    format!("invalid or reserved label name {k:?}"),
+                ));
+            }
+        }
+        Ok(Defaults {
+            interval: raw.interval.map(|d| d.0),
+            timeout: raw.timeout.map(|d| d.0),
+            labels: raw.labels.clone(),
+            retries: raw.retries,
+            retry_interval: raw.retry_interval.map(|d| d.0),
+            recovery_grace: raw.recovery_grace.map(|d| d.0),
+            severity: raw.severity.clone(),
+        })
     }
 }
 
@@ -174,256 +224,162 @@ fn valid_label_name(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Validates `targets:` against the modules; errors are `(index, field, message)` with the
-/// index of the offending entry.
-pub fn build(
-    raw: &[RawTarget],
-    defaults: &RawDefaults,
+/// Validates one target against the modules, whatever its source (the file's `targets:`, and
+/// later discovery): everything that can be checked on the target alone. Its name's uniqueness
+/// and its `depends_on` edges need the whole set, so `target_set::assemble` checks those. The
+/// error's path is relative to the target (`module`, `labels.team`).
+pub fn validate_target(
+    raw: &RawTarget,
+    defaults: &Defaults,
     modules: &BTreeMap<String, Arc<Module>>,
-) -> Result<Vec<Arc<Target>>, (Option<usize>, String, String)> {
-    for k in defaults.labels.keys() {
-        if !valid_label_name(k) || RESERVED_LABELS.contains(&k.as_str()) {
-            return Err((
-                None,
-                format!("defaults.labels.{k}"),
-                format!("invalid or reserved label name {k:?}"),
-            ));
-        }
+) -> Result<Target, FieldError> {
+    if raw.name.is_empty() {
+        return Err(FieldError::new("name", "a target needs a name"));
     }
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    let mut out = Vec::with_capacity(raw.len());
-    for (i, t) in raw.iter().enumerate() {
-        let err = |field: &str, msg: String| (Some(i), field.to_owned(), msg);
-        if t.name.is_empty() {
-            return Err(err("name", "a target needs a name".into()));
-        }
-        if let Some(first) = seen.insert(t.name.as_str(), i) {
-            return Err(err(
-                "name",
-                format!(
-                    "duplicate target name {:?} (first used by targets[{first}])",
-                    t.name
-                ),
-            ));
-        }
-        if t.target.is_empty() {
-            return Err(err(
-                "target",
-                format!("target {:?} has no target to probe", t.name),
-            ));
-        }
-        let module = modules.get(&t.module).ok_or_else(|| {
-            err(
-                "module",
-                if t.module.is_empty() {
-                    format!("target {:?} names no module", t.name)
-                } else {
-                    format!("target {:?} uses unknown module {:?}", t.name, t.module)
-                },
-            )
-        })?;
-        let interval = t
-            .interval
-            .or(defaults.interval)
-            .map(|d| d.0)
-            .unwrap_or(DEFAULT_INTERVAL);
-        if interval < Duration::from_millis(100) {
-            return Err(err(
-                "interval",
-                format!("interval {interval:?} is too short (at least 100ms)"),
-            ));
-        }
-        let timeout = t
-            .timeout
-            .or(defaults.timeout)
-            .map(|d| d.0)
-            .or(module.timeout)
-            .unwrap_or(interval)
-            .min(interval);
-        if timeout.is_zero() {
-            return Err(err("timeout", "timeout must be greater than 0".into()));
-        }
-        let mut user: BTreeMap<&str, &str> = defaults
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        for (k, v) in &t.labels {
-            if !valid_label_name(k) {
-                return Err(err(
-                    &format!("labels.{k}"),
-                    format!("invalid label name {k:?}"),
-                ));
-            }
-            if RESERVED_LABELS.contains(&k.as_str()) {
-                return Err(err(
-                    &format!("labels.{k}"),
-                    format!("label name {k:?} is reserved"),
-                ));
-            }
-            user.insert(k, v);
-        }
-        let mut labels = vec![
-            ("target".to_owned(), t.name.clone()),
-            ("instance".to_owned(), t.target.clone()),
-            ("module".to_owned(), t.module.clone()),
-        ];
-        labels.extend(user.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
-        // Sorted by name once here, so exposition can merge without sorting per scrape.
-        labels.sort();
-        let retry_interval = t
-            .retry_interval
-            .or(defaults.retry_interval)
-            .map(|d| d.0)
-            .unwrap_or(DEFAULT_RETRY_INTERVAL);
-        if retry_interval < Duration::from_millis(10) {
-            return Err(err(
-                "retry_interval",
-                format!("retry_interval {retry_interval:?} is too short (at least 10ms)"),
-            ));
-        }
-        let health = crate::health::Policy {
-            retries: t.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
-            retry_interval,
-            recovery_grace: t
-                .recovery_grace
-                .or(defaults.recovery_grace)
-                .map(|d| d.0)
-                .unwrap_or(interval * DEFAULT_RECOVERY_GRACE_INTERVALS),
-        };
-        let severity = t
-            .severity
-            .clone()
-            .or_else(|| defaults.severity.clone())
-            .unwrap_or_else(|| "critical".to_owned());
-        if severity.is_empty() {
-            return Err(err("severity", "severity must not be empty".into()));
-        }
-        out.push(Arc::new(Target {
-            name: t.name.clone(),
-            module_name: t.module.clone(),
-            module: module.clone(),
-            target: t.target.clone(),
-            interval,
-            timeout,
-            labels,
-            depends_on: t.depends_on.clone(),
-            health,
-            severity,
-            runbook_url: t.runbook_url.clone(),
-        }));
-    }
-    // depends_on: every name exists, and the graph has no cycle.
-    let index: HashMap<&str, usize> = raw
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.name.as_str(), i))
-        .collect();
-    for (i, t) in raw.iter().enumerate() {
-        for (j, d) in t.depends_on.iter().enumerate() {
-            if !index.contains_key(d.as_str()) {
-                return Err((
-                    Some(i),
-                    format!("depends_on[{j}]"),
-                    format!("target {:?} depends on unknown target {d:?}", t.name),
-                ));
-            }
-            if d == &t.name {
-                return Err((
-                    Some(i),
-                    format!("depends_on[{j}]"),
-                    format!("target {:?} depends on itself", t.name),
-                ));
-            }
-        }
-    }
-    if let Some(cycle) = find_cycle(raw, &index) {
-        let first = index[cycle[0].as_str()];
-        return Err((
-            Some(first),
-            "depends_on".into(),
-            format!("dependency cycle: {}", cycle.join(" -> ")),
+    if raw.target.is_empty() {
+        return Err(FieldError::new(
+            "target",
+            format!("target {:?} has no target to probe", raw.name),
         ));
     }
-    Ok(out)
-}
-
-/// A cycle in `depends_on`, as the names along it (first name repeated at the end).
-fn find_cycle(raw: &[RawTarget], index: &HashMap<&str, usize>) -> Option<Vec<String>> {
-    // Iterative depth-first search with colours: 0 unvisited, 1 on the stack, 2 done.
-    let mut colour = vec![0u8; raw.len()];
-    for start in 0..raw.len() {
-        if colour[start] != 0 {
-            continue;
-        }
-        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
-        colour[start] = 1;
-        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            if let Some(dep) = raw[node].depends_on.get(*next) {
-                *next += 1;
-                let Some(&d) = index.get(dep.as_str()) else {
-                    continue;
-                };
-                match colour[d] {
-                    0 => {
-                        colour[d] = 1;
-                        stack.push((d, 0));
-                    }
-                    1 => {
-                        let from = stack.iter().position(|(n, _)| *n == d).unwrap_or(0);
-                        let mut names: Vec<String> = stack[from..]
-                            .iter()
-                            .map(|(n, _)| raw[*n].name.clone())
-                            .collect();
-                        names.push(raw[d].name.clone());
-                        return Some(names);
-                    }
-                    _ => {}
-                }
+    let module = modules.get(&raw.module).ok_or_else(|| {
+        FieldError::new(
+            "module",
+            if raw.module.is_empty() {
+                format!("target {:?} names no module", raw.name)
             } else {
-                colour[node] = 2;
-                stack.pop();
-            }
-        }
+                format!("target {:?} uses unknown module {:?}", raw.name, raw.module)
+            },
+        )
+    })?;
+    let interval = raw
+        .interval
+        .map(|d| d.0)
+        .or(defaults.interval)
+        .unwrap_or(DEFAULT_INTERVAL);
+    if interval < Duration::from_millis(100) {
+        return Err(FieldError::new(
+            "interval",
+            format!("interval {interval:?} is too short (at least 100ms)"),
+        ));
     }
-    None
+    let timeout = raw
+        .timeout
+        .map(|d| d.0)
+        .or(defaults.timeout)
+        .or(module.timeout)
+        .unwrap_or(interval)
+        .min(interval);
+    if timeout.is_zero() {
+        return Err(FieldError::new("timeout", "timeout must be greater than 0"));
+    }
+    let mut user: BTreeMap<&str, &str> = defaults
+        .labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    for (k, v) in &raw.labels {
+        if !valid_label_name(k) {
+            return Err(FieldError::new(
+                format!("labels.{k}"),
+                format!("invalid label name {k:?}"),
+            ));
+        }
+        if RESERVED_LABELS.contains(&k.as_str()) {
+            return Err(FieldError::new(
+                format!("labels.{k}"),
+                format!("label name {k:?} is reserved"),
+            ));
+        }
+        user.insert(k, v);
+    }
+    let mut labels = vec![
+        ("target".to_owned(), raw.name.clone()),
+        ("instance".to_owned(), raw.target.clone()),
+        ("module".to_owned(), raw.module.clone()),
+    ];
+    labels.extend(user.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
+    // Sorted by name once here, so exposition can merge without sorting per scrape.
+    labels.sort();
+    let retry_interval = raw
+        .retry_interval
+        .map(|d| d.0)
+        .or(defaults.retry_interval)
+        .unwrap_or(DEFAULT_RETRY_INTERVAL);
+    if retry_interval < Duration::from_millis(10) {
+        return Err(FieldError::new(
+            "retry_interval",
+            format!("retry_interval {retry_interval:?} is too short (at least 10ms)"),
+        ));
+    }
+    let health = crate::health::Policy {
+        retries: raw.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
+        retry_interval,
+        recovery_grace: raw
+            .recovery_grace
+            .map(|d| d.0)
+            .or(defaults.recovery_grace)
+            .unwrap_or(interval * DEFAULT_RECOVERY_GRACE_INTERVALS),
+    };
+    let severity = raw
+        .severity
+        .clone()
+        .or_else(|| defaults.severity.clone())
+        .unwrap_or_else(|| "critical".to_owned());
+    if severity.is_empty() {
+        return Err(FieldError::new("severity", "severity must not be empty"));
+    }
+    Ok(Target {
+        name: raw.name.clone(),
+        module_name: raw.module.clone(),
+        module: module.clone(),
+        target: raw.target.clone(),
+        interval,
+        timeout,
+        labels,
+        depends_on: raw.depends_on.clone(),
+        health,
+        severity,
+        runbook_url: raw.runbook_url.clone(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn t(name: &str, deps: &[&str]) -> RawTarget {
+    fn modules() -> BTreeMap<String, Arc<Module>> {
+        crate::config::parse(
+            "modules:\n  m:\n    prober: tcp\n",
+            std::path::Path::new("t.yml"),
+        )
+        .unwrap()
+        .modules
+    }
+
+    fn raw(name: &str, module: &str) -> RawTarget {
         RawTarget {
             name: name.into(),
-            depends_on: deps.iter().map(|s| (*s).to_owned()).collect(),
+            module: module.into(),
+            target: "127.0.0.1:1".into(),
             ..Default::default()
         }
     }
 
     #[test]
-    fn cycles_are_found_with_their_path() {
-        let raw = vec![
-            t("app", &["db"]),
-            t("db", &["disk"]),
-            t("disk", &["app"]),
-            t("other", &[]),
-        ];
-        let index: HashMap<&str, usize> = raw
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.as_str(), i))
-            .collect();
+    fn errors_are_relative_to_the_target() {
+        let (d, m) = (Defaults::default(), modules());
+        let e = validate_target(&raw("db", "nosuch"), &d, &m).unwrap_err();
+        assert_eq!(e.path, "module");
+        assert_eq!(e.message, "target \"db\" uses unknown module \"nosuch\"");
+        let mut t = raw("db", "m");
+        t.labels.insert("job".into(), "x".into());
+        assert_eq!(validate_target(&t, &d, &m).unwrap_err().path, "labels.job");
+        let t = validate_target(&raw("db", "m"), &d, &m).unwrap();
+        assert_eq!(t.interval, DEFAULT_INTERVAL);
         assert_eq!(
-            find_cycle(&raw, &index).unwrap(),
-            ["app", "db", "disk", "app"]
+            t.labels[0],
+            ("instance".to_owned(), "127.0.0.1:1".to_owned())
         );
-        let raw = vec![t("app", &["db", "mq"]), t("db", &[]), t("mq", &["db"])];
-        let index: HashMap<&str, usize> = raw
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.as_str(), i))
-            .collect();
-        assert!(find_cycle(&raw, &index).is_none());
     }
 }

@@ -23,7 +23,7 @@ use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest
 use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
-use crate::values::Regex;
+use crate::values::{FieldError, Regex};
 
 use self::render::Record;
 use self::wire::Response;
@@ -180,44 +180,38 @@ const RCODES: &[&str] = &[
 
 impl Spec {
     /// Validates `section` (blackbox's rules: query_name required, known type and class).
-    pub fn build(section: &Section, base: &Path) -> Result<Spec, (String, String)> {
+    pub fn build(section: &Section, base: &Path) -> Result<Spec, FieldError> {
         if section.query_name.is_empty() {
-            return Err((
-                "query_name".into(),
-                "query name must be set for DNS module".into(),
+            return Err(FieldError::new(
+                "query_name",
+                "query name must be set for DNS module",
             ));
         }
         let query_type = match section.query_type.as_deref() {
             None | Some("") => RecordType::ANY,
             Some(t) => RecordType::from_str(t).map_err(|_| {
-                (
-                    "query_type".to_owned(),
-                    format!("query type '{t}' is not valid"),
-                )
+                FieldError::new("query_type", format!("query type '{t}' is not valid"))
             })?,
         };
         let query_class = match section.query_class.as_deref() {
             None | Some("") => DNSClass::IN,
             Some(c) => DNSClass::from_str(c).map_err(|_| {
-                (
-                    "query_class".to_owned(),
-                    format!("query class '{c}' is not valid"),
-                )
+                FieldError::new("query_class", format!("query class '{c}' is not valid"))
             })?,
         };
         let tcp = match section.transport_protocol.as_deref() {
             None | Some("") | Some("udp") => false,
             Some("tcp") => true,
             Some(o) => {
-                return Err((
-                    "transport_protocol".into(),
+                return Err(FieldError::new(
+                    "transport_protocol",
                     format!("invalid transport protocol {o:?} (use udp or tcp)"),
                 ));
             }
         };
         for (i, r) in section.valid_rcodes.iter().enumerate() {
             if !RCODES.contains(&r.to_ascii_uppercase().as_str()) {
-                return Err((
+                return Err(FieldError::new(
                     format!("valid_rcodes[{i}]"),
                     format!("unknown response code {r:?}"),
                 ));
@@ -245,7 +239,7 @@ impl Spec {
             },
             source_ip: super::tcp::parse_source_ip(&section.source_ip_address)?,
             tls_config: tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
-                .map_err(|e| ("tls_config".to_owned(), e))?,
+                .map_err(|e| e.within("tls_config"))?,
             validators: [
                 section.validate_answer_rrs.clone().unwrap_or_default(),
                 section.validate_authority_rrs.clone().unwrap_or_default(),

@@ -17,6 +17,7 @@ use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest
 use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
+use crate::values::FieldError;
 
 /// The `grpc:` section of a module, as written.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -54,12 +55,12 @@ pub struct Spec {
 
 impl Spec {
     /// Validates `section`.
-    pub fn build(section: &Section, base: &Path) -> Result<Spec, (String, String)> {
+    pub fn build(section: &Section, base: &Path) -> Result<Spec, FieldError> {
         Ok(Spec {
             service: section.service.clone().unwrap_or_default(),
             tls: section.tls,
             tls_config: tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
-                .map_err(|e| ("tls_config".to_owned(), e))?,
+                .map_err(|e| e.within("tls_config"))?,
             ip: IpPreference::from_config(
                 section.preferred_ip_protocol,
                 section.ip_protocol_fallback,

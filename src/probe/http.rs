@@ -16,8 +16,7 @@ use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
 use crate::secret::Secret;
-use crate::values::read_file_trimmed as read_trimmed;
-use crate::values::{Regex, Size};
+use crate::values::{Choice, Conflict, FieldError, Regex, Size, value_or_file};
 
 /// `probe_http_duration_seconds{phase}`.
 pub static PROBE_HTTP_DURATION_SECONDS: Family = Family::gauge(
@@ -363,8 +362,8 @@ fn env_proxies() -> Result<(Option<Proxy>, Option<Proxy>), FieldError> {
             format!("http://{v}")
         };
         let url = url::Url::parse(&v).map_err(|e| {
-            (
-                "proxy_from_environment".to_owned(),
+            FieldError::new(
+                "proxy_from_environment",
                 format!("invalid proxy URL {v:?} in environment: {e}"),
             )
         })?;
@@ -379,9 +378,6 @@ fn env_proxies() -> Result<(Option<Proxy>, Option<Proxy>), FieldError> {
         make(var(["HTTPS_PROXY", "https_proxy"]))?,
     ))
 }
-
-/// A validation error: the field (relative to the `http:` section) and the message.
-pub type FieldError = (String, String);
 
 fn parse_status(s: &StatusCode) -> Result<(u16, u16), String> {
     match s {
@@ -447,13 +443,15 @@ impl Spec {
             .valid_status_codes
             .iter()
             .enumerate()
-            .map(|(i, s)| parse_status(s).map_err(|e| (format!("valid_status_codes[{i}]"), e)))
+            .map(|(i, s)| {
+                parse_status(s).map_err(|e| FieldError::new(format!("valid_status_codes[{i}]"), e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let method = match &section.method {
             None => Method::GET,
             Some(m) if m.is_empty() => Method::GET,
             Some(m) => Method::from_bytes(m.as_bytes())
-                .map_err(|_| ("method".to_owned(), format!("invalid HTTP method {m:?}")))?,
+                .map_err(|_| FieldError::new("method", format!("invalid HTTP method {m:?}")))?,
         };
         let compression = match section
             .compression
@@ -467,8 +465,8 @@ impl Spec {
             Some("deflate") => Some(Compression::Deflate),
             Some("identity") => Some(Compression::Identity),
             Some(other) => {
-                return Err((
-                    "compression".into(),
+                return Err(FieldError::new(
+                    "compression",
                     format!(
                         "unsupported compression algorithm {other:?} (use gzip, br, deflate or identity)"
                     ),
@@ -485,7 +483,7 @@ impl Spec {
             if k.eq_ignore_ascii_case("accept-encoding")
                 && !accept_encoding_allows(section.compression.as_deref().unwrap_or(""), v)
             {
-                return Err((
+                return Err(FieldError::new(
                     format!("headers.{k}"),
                     format!(
                         "invalid configuration \"{k}: {v}\", \"compression: {}\": the Accept-Encoding header must allow the configured compression",
@@ -493,10 +491,11 @@ impl Spec {
                     ),
                 ));
             }
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| (format!("headers.{k}"), format!("invalid header name {k:?}")))?;
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                FieldError::new(format!("headers.{k}"), format!("invalid header name {k:?}"))
+            })?;
             let value = HeaderValue::from_str(v).map_err(|_| {
-                (
+                FieldError::new(
                     format!("headers.{k}"),
                     format!("invalid header value {v:?}"),
                 )
@@ -505,22 +504,24 @@ impl Spec {
         }
         for (k, hv) in &section.http_headers {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                (
+                FieldError::new(
                     format!("http_headers.{k}"),
                     format!("invalid header name {k:?}"),
                 )
             })?;
             let mut values: Vec<String> = hv.values.clone();
             values.extend(hv.secrets.iter().map(|s| s.expose().to_owned()));
+            let file_field = format!("http_headers.{k}.files");
             for f in &hv.files {
-                values.push(read_trimmed(base, f, &format!("http_headers.{k}.files"))?);
+                let choice = Choice {
+                    file_field: &file_field,
+                    conflict: None,
+                };
+                values.extend(value_or_file::<String>(base, None, Some(f), choice)?);
             }
             for v in values {
                 let value = HeaderValue::from_str(&v).map_err(|_| {
-                    (
-                        format!("http_headers.{k}"),
-                        "invalid header value".to_owned(),
-                    )
+                    FieldError::new(format!("http_headers.{k}"), "invalid header value")
                 })?;
                 headers.push((name.clone(), value));
             }
@@ -530,78 +531,86 @@ impl Spec {
         let mut authorization = None;
         if let Some(b) = &section.basic_auth {
             auth_kinds += 1;
-            let user = match &b.username_file {
-                Some(f) => read_trimmed(base, f, "basic_auth.username_file")?,
-                None => b.username.clone(),
-            };
-            let password = match (&b.password, &b.password_file) {
-                (Some(_), Some(_)) => {
-                    return Err((
-                        "basic_auth".into(),
-                        "at most one of basic_auth password & password_file must be configured"
-                            .into(),
-                    ));
-                }
-                (Some(p), None) => p.expose().to_owned(),
-                (None, Some(f)) => read_trimmed(base, f, "basic_auth.password_file")?,
-                (None, None) => String::new(),
-            };
+            let user = value_or_file(
+                base,
+                Some(b.username.clone()),
+                b.username_file.as_deref(),
+                Choice {
+                    file_field: "basic_auth.username_file",
+                    conflict: None,
+                },
+            )?
+            .unwrap_or_default();
+            let password = value_or_file(
+                base,
+                b.password.clone(),
+                b.password_file.as_deref(),
+                Choice {
+                    file_field: "basic_auth.password_file",
+                    conflict: Some(Conflict {
+                        field: "basic_auth",
+                        message: "at most one of basic_auth password & password_file must be configured",
+                    }),
+                },
+            )?;
+            let password = password.as_ref().map_or("", Secret::expose);
             let token =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             authorization = Some(format!("Basic {token}"));
         }
-        let bearer = match (&section.bearer_token, &section.bearer_token_file) {
-            (Some(_), Some(_)) => {
-                return Err((
-                    "bearer_token".into(),
-                    "at most one of bearer_token & bearer_token_file must be configured".into(),
-                ));
-            }
-            (Some(t), None) => Some(t.expose().to_owned()),
-            (None, Some(f)) => Some(read_trimmed(base, f, "bearer_token_file")?),
-            (None, None) => None,
-        };
+        let bearer = value_or_file(
+            base,
+            section.bearer_token.clone(),
+            section.bearer_token_file.as_deref(),
+            Choice {
+                file_field: "bearer_token_file",
+                conflict: Some(Conflict {
+                    field: "bearer_token",
+                    message: "at most one of bearer_token & bearer_token_file must be configured",
+                }),
+            },
+        )?;
         if let Some(t) = bearer {
             auth_kinds += 1;
-            authorization = Some(format!("Bearer {t}"));
+            authorization = Some(format!("Bearer {}", t.expose()));
         }
         if let Some(a) = &section.authorization {
             auth_kinds += 1;
             let kind = a.kind.clone().unwrap_or_else(|| "Bearer".into());
             if kind.eq_ignore_ascii_case("basic") {
-                return Err((
-                    "authorization.type".into(),
-                    "authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
-                        .into(),
+                return Err(FieldError::new(
+                    "authorization.type",
+                    "authorization type cannot be set to \"basic\", use \"basic_auth\" instead",
                 ));
             }
-            let creds = match (&a.credentials, &a.credentials_file) {
-                (Some(_), Some(_)) => {
-                    return Err((
-                        "authorization".into(),
-                        "at most one of authorization credentials & credentials_file must be configured".into(),
-                    ));
-                }
-                (Some(c), None) => c.expose().to_owned(),
-                (None, Some(f)) => read_trimmed(base, f, "authorization.credentials_file")?,
-                (None, None) => String::new(),
-            };
+            let creds = value_or_file(
+                base,
+                a.credentials.clone(),
+                a.credentials_file.as_deref(),
+                Choice {
+                    file_field: "authorization.credentials_file",
+                    conflict: Some(Conflict {
+                        field: "authorization",
+                        message: "at most one of authorization credentials & credentials_file must be configured",
+                    }),
+                },
+            )?;
+            let creds = creds.as_ref().map_or("", Secret::expose);
             authorization = Some(format!("{kind} {creds}"));
         }
         if section.oauth2.is_some() {
             auth_kinds += 1;
         }
         if auth_kinds > 1 {
-            return Err((
-                "basic_auth".into(),
-                "at most one of basic_auth, oauth2, bearer_token & bearer_token_file, authorization must be configured"
-                    .into(),
+            return Err(FieldError::new(
+                "basic_auth",
+                "at most one of basic_auth, oauth2, bearer_token & bearer_token_file, authorization must be configured",
             ));
         }
         let authorization = authorization
             .map(|a| {
                 HeaderValue::from_str(&a)
-                    .map_err(|_| ("basic_auth".to_owned(), "invalid credentials".to_owned()))
+                    .map_err(|_| FieldError::new("basic_auth", "invalid credentials"))
             })
             .transpose()?
             .map(|mut v| {
@@ -609,29 +618,21 @@ impl Spec {
                 v
             });
 
-        let body = match (&section.body, &section.body_file) {
-            (Some(_), Some(_)) => {
-                return Err((
-                    "body".into(),
-                    "at most one of body and body_file must be configured".into(),
-                ));
-            }
-            (Some(b), None) if !b.is_empty() => Some(Bytes::from(b.clone())),
-            (None, Some(f)) => {
-                let full = if f.is_absolute() {
-                    f.clone()
-                } else {
-                    base.join(f)
-                };
-                Some(Bytes::from(std::fs::read(&full).map_err(|e| {
-                    (
-                        "body_file".to_owned(),
-                        format!("cannot read {}: {e}", full.display()),
-                    )
-                })?))
-            }
-            _ => None,
-        };
+        let body = value_or_file(
+            base,
+            section.body.clone().map(String::into_bytes),
+            section.body_file.as_deref(),
+            Choice {
+                file_field: "body_file",
+                conflict: Some(Conflict {
+                    field: "body",
+                    message: "at most one of body and body_file must be configured",
+                }),
+            },
+        )?
+        // An empty inline body is no body; an empty file is an empty one.
+        .filter(|b| !b.is_empty() || section.body_file.is_some())
+        .map(Bytes::from);
 
         let mut header_matches = Vec::new();
         let mut header_not_matches = Vec::new();
@@ -649,19 +650,19 @@ impl Spec {
         ] {
             for (i, m) in list.iter().enumerate() {
                 if m.header.is_empty() {
-                    return Err((
+                    return Err(FieldError::new(
                         format!("{field}[{i}].header"),
-                        "header name must be set for HTTP header matchers".into(),
+                        "header name must be set for HTTP header matchers",
                     ));
                 }
                 if m.regexp.as_str().is_empty() {
-                    return Err((
+                    return Err(FieldError::new(
                         format!("{field}[{i}].regexp"),
-                        "regexp must be set for HTTP header matchers".into(),
+                        "regexp must be set for HTTP header matchers",
                     ));
                 }
                 let name = HeaderName::from_bytes(m.header.as_bytes()).map_err(|_| {
-                    (
+                    FieldError::new(
                         format!("{field}[{i}].header"),
                         format!("invalid header name {:?}", m.header),
                     )
@@ -675,7 +676,7 @@ impl Spec {
         }
 
         let tls = tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
-            .map_err(|e| ("tls_config".to_owned(), e))?;
+            .map_err(|e| e.within("tls_config"))?;
 
         let no_proxy: Vec<String> = section
             .no_proxy
@@ -688,17 +689,16 @@ impl Spec {
         let proxy = match &section.proxy_url {
             Some(u) if !u.is_empty() => {
                 if section.proxy_from_environment {
-                    return Err((
-                        "proxy_url".into(),
-                        "if proxy_from_environment is configured, proxy_url must not be configured"
-                            .into(),
+                    return Err(FieldError::new(
+                        "proxy_url",
+                        "if proxy_from_environment is configured, proxy_url must not be configured",
                     ));
                 }
                 let url = url::Url::parse(u)
-                    .map_err(|e| ("proxy_url".to_owned(), format!("invalid URL {u:?}: {e}")))?;
+                    .map_err(|e| FieldError::new("proxy_url", format!("invalid URL {u:?}: {e}")))?;
                 if url.scheme() != "http" {
-                    return Err((
-                        "proxy_url".into(),
+                    return Err(FieldError::new(
+                        "proxy_url",
                         format!(
                             "unsupported proxy scheme {:?}: lookout supports http:// proxies",
                             url.scheme()
@@ -708,16 +708,13 @@ impl Spec {
                 let mut connect_headers = Vec::new();
                 for (k, vs) in &section.proxy_connect_header {
                     let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                        (
-                            format!("proxy_connect_header.{k}"),
-                            "invalid header name".to_owned(),
-                        )
+                        FieldError::new(format!("proxy_connect_header.{k}"), "invalid header name")
                     })?;
                     for v in vs {
                         let value = HeaderValue::from_str(v.expose()).map_err(|_| {
-                            (
+                            FieldError::new(
                                 format!("proxy_connect_header.{k}"),
-                                "invalid header value".to_owned(),
+                                "invalid header value",
                             )
                         })?;
                         connect_headers.push((name.clone(), value));
@@ -731,9 +728,9 @@ impl Spec {
             }
             _ => {
                 if !no_proxy.is_empty() && !section.proxy_from_environment {
-                    return Err((
-                        "no_proxy".into(),
-                        "if no_proxy is configured, proxy_url must also be configured".into(),
+                    return Err(FieldError::new(
+                        "no_proxy",
+                        "if no_proxy is configured, proxy_url must also be configured",
                     ));
                 }
                 None

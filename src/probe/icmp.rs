@@ -24,6 +24,7 @@ use tracing::debug;
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
 use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
+use crate::values::FieldError;
 
 use self::packet::Echo;
 use self::socket::{EchoSocket, Kind, OpenError, Options};
@@ -88,13 +89,13 @@ pub struct Spec {
 
 impl Spec {
     /// Validates `section`.
-    pub fn build(section: &Section, _base: &Path) -> Result<Spec, (String, String)> {
+    pub fn build(section: &Section, _base: &Path) -> Result<Spec, FieldError> {
         let ttl = section.ttl.unwrap_or(64);
         if ttl < 0 {
-            return Err(("ttl".into(), "\"ttl\" cannot be negative".into()));
+            return Err(FieldError::new("ttl", "\"ttl\" cannot be negative"));
         }
         if ttl > 255 {
-            return Err(("ttl".into(), "\"ttl\" cannot exceed 255".into()));
+            return Err(FieldError::new("ttl", "\"ttl\" cannot exceed 255"));
         }
         Ok(Spec {
             ip: IpPreference::from_config(

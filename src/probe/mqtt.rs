@@ -45,7 +45,7 @@ use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
 use crate::secret::Secret;
-use crate::values::read_file_trimmed as read_trimmed;
+use crate::values::{Choice, Conflict, FieldError, value_or_file};
 
 /// `probe_mqtt_duration_seconds{phase}`.
 pub static PROBE_MQTT_DURATION_SECONDS: Family = Family::gauge(
@@ -198,19 +198,20 @@ pub struct Spec {
 
 impl Spec {
     /// Validates `section`; relative file names are read relative to `base`.
-    pub fn build(section: &Section, base: &Path) -> Result<Spec, (String, String)> {
-        let err = |field: &str, msg: String| Err((field.to_owned(), msg));
-        let password = match (&section.password, &section.password_file) {
-            (Some(_), Some(_)) => {
-                return err(
-                    "password",
-                    "at most one of password & password_file must be configured".into(),
-                );
-            }
-            (Some(p), None) => Some(p.clone()),
-            (None, Some(f)) => Some(Secret::new(read_trimmed(base, f, "password_file")?)),
-            (None, None) => None,
-        };
+    pub fn build(section: &Section, base: &Path) -> Result<Spec, FieldError> {
+        let err = |field: &str, msg: String| Err(FieldError::new(field, msg));
+        let password = value_or_file(
+            base,
+            section.password.clone(),
+            section.password_file.as_deref(),
+            Choice {
+                file_field: "password_file",
+                conflict: Some(Conflict {
+                    field: "password",
+                    message: "at most one of password & password_file must be configured",
+                }),
+            },
+        )?;
         let version = section.protocol_version.unwrap_or_default();
         if password.is_some() && section.username.is_none() && version == ProtocolVersion::V311 {
             return err(
@@ -269,7 +270,7 @@ impl Spec {
             version,
             tls: section.tls,
             tls_config: tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
-                .map_err(|e| ("tls_config".to_owned(), e))?,
+                .map_err(|e| e.within("tls_config"))?,
             qos,
             topic,
             mode,
@@ -637,7 +638,7 @@ fn disconnected(why: &str) -> ProbeFailure {
 mod tests {
     use super::*;
 
-    fn build(yaml: &str) -> Result<Spec, (String, String)> {
+    fn build(yaml: &str) -> Result<Spec, FieldError> {
         let section: Section = serde_norway::from_str(yaml).unwrap();
         Spec::build(&section, Path::new("."))
     }
@@ -677,7 +678,7 @@ mod tests {
             ("{password: x, password_file: y, username: u}", "password"),
             ("client_id: ''", "client_id"),
         ] {
-            assert_eq!(build(yaml).unwrap_err().0, field, "{yaml}");
+            assert_eq!(build(yaml).unwrap_err().path, field, "{yaml}");
         }
         assert!(build("{mode: subscribe, topic: 'sensors/+/temp', ignore_retained: true}").is_ok());
         assert!(build("{password: x, protocol_version: 5}").is_ok());

@@ -39,7 +39,7 @@ use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
 use crate::secret::Secret;
-use crate::values::{ConfigDuration, format_duration};
+use crate::values::{Choice, ConfigDuration, Conflict, FieldError, format_duration, value_or_file};
 
 /// `probe_postgres_duration_seconds{phase}`.
 pub static PROBE_POSTGRES_DURATION_SECONDS: Family = Family::gauge(
@@ -179,45 +179,33 @@ pub struct Spec {
 
 impl Spec {
     /// Validates `section`; relative file names are relative to `base`.
-    pub fn build(section: &Section, base: &Path) -> Result<Spec, (String, String)> {
+    pub fn build(section: &Section, base: &Path) -> Result<Spec, FieldError> {
         let user = match section.user.as_deref() {
             Some(u) if !u.is_empty() => u.to_owned(),
-            _ => return Err(("user".into(), "user must be set".into())),
+            _ => return Err(FieldError::new("user", "user must be set")),
         };
-        let password = match (&section.password, &section.password_file) {
-            (Some(_), Some(_)) => {
-                return Err((
-                    "password_file".into(),
-                    "at most one of password and password_file must be configured".into(),
-                ));
-            }
-            (Some(p), None) => Some(p.clone()),
-            (None, Some(f)) => {
-                let full = if f.is_absolute() {
-                    f.clone()
-                } else {
-                    base.join(f)
-                };
-                let text = std::fs::read_to_string(&full).map_err(|e| {
-                    (
-                        "password_file".to_owned(),
-                        format!("cannot read {}: {e}", full.display()),
-                    )
-                })?;
-                Some(Secret::new(text.trim()))
-            }
-            (None, None) => None,
-        };
+        let password = value_or_file(
+            base,
+            section.password.clone(),
+            section.password_file.as_deref(),
+            Choice {
+                file_field: "password_file",
+                conflict: Some(Conflict {
+                    field: "password_file",
+                    message: "at most one of password and password_file must be configured",
+                }),
+            },
+        )?;
         let mode = section.sslmode.unwrap_or_default();
         let tls_section = section.tls_config.clone().unwrap_or_default();
         let tls = build_tls(mode, section.tls_config.is_some(), &tls_section, base)?;
         if section.max_age.is_some() && section.query.is_none() {
-            return Err(("max_age".into(), "max_age needs a query".into()));
+            return Err(FieldError::new("max_age", "max_age needs a query"));
         }
         if let Some(q) = &section.query
             && q.trim().is_empty()
         {
-            return Err(("query".into(), "query must not be empty".into()));
+            return Err(FieldError::new("query", "query must not be empty"));
         }
         Ok(Spec {
             user,
@@ -245,13 +233,13 @@ fn build_tls(
     configured: bool,
     section: &tls::Section,
     base: &Path,
-) -> Result<TlsUse, (String, String)> {
-    let field = |e: String| ("tls_config".to_owned(), e);
+) -> Result<TlsUse, FieldError> {
+    let field = |e: FieldError| e.within("tls_config");
     let has_ca = section.ca_file.is_some() || section.ca.is_some();
     let verifying = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull);
     if verifying && section.insecure_skip_verify {
-        return Err((
-            "tls_config.insecure_skip_verify".into(),
+        return Err(FieldError::new(
+            "tls_config.insecure_skip_verify",
             format!(
                 "insecure_skip_verify contradicts sslmode {}",
                 mode_name(mode)
@@ -259,7 +247,7 @@ fn build_tls(
         ));
     }
     // prefer and require: the chain is verified against a configured CA, else nothing is.
-    let lenient = || -> Result<tls::Spec, (String, String)> {
+    let lenient = || -> Result<tls::Spec, FieldError> {
         if has_ca && !section.insecure_skip_verify {
             Ok(tls::Spec::build(section, base)
                 .map_err(field)?
@@ -273,9 +261,9 @@ fn build_tls(
     Ok(match mode {
         SslMode::Disable => {
             if configured {
-                return Err((
-                    "tls_config".into(),
-                    "tls_config is unused with sslmode disable".into(),
+                return Err(FieldError::new(
+                    "tls_config",
+                    "tls_config is unused with sslmode disable",
                 ));
             }
             TlsUse::Off
@@ -747,14 +735,18 @@ fn decode_numeric(raw: &[u8]) -> Result<f64, String> {
 mod tests {
     use super::*;
 
-    fn build(yaml: &str) -> Result<Spec, (String, String)> {
+    fn build(yaml: &str) -> Result<Spec, FieldError> {
         let section: Section = serde_norway::from_str(yaml).unwrap();
         Spec::build(&section, Path::new("/"))
     }
 
     fn check_err(yaml: &str, field: &str, message: &str) {
-        let (f, m) = build(yaml).unwrap_err();
-        assert_eq!((f.as_str(), m.as_str()), (field, message), "{yaml}");
+        let e = build(yaml).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.message.as_str()),
+            (field, message),
+            "{yaml}"
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
 use crate::secret::Secret;
-use crate::values::read_file_trimmed as read_trimmed;
+use crate::values::{Choice, Conflict, FieldError, value_or_file};
 
 /// `probe_redis_duration_seconds{phase}`.
 pub static PROBE_REDIS_DURATION_SECONDS: Family = Family::gauge(
@@ -121,22 +121,23 @@ pub struct Spec {
 
 impl Spec {
     /// Validates `section`; relative file names are read relative to `base`.
-    pub fn build(section: &Section, base: &Path) -> Result<Spec, (String, String)> {
-        let password = match (&section.password, &section.password_file) {
-            (Some(_), Some(_)) => {
-                return Err((
-                    "password".into(),
-                    "at most one of password & password_file must be configured".into(),
-                ));
-            }
-            (Some(p), None) => Some(p.clone()),
-            (None, Some(f)) => Some(Secret::new(read_trimmed(base, f, "password_file")?)),
-            (None, None) => None,
-        };
+    pub fn build(section: &Section, base: &Path) -> Result<Spec, FieldError> {
+        let password = value_or_file(
+            base,
+            section.password.clone(),
+            section.password_file.as_deref(),
+            Choice {
+                file_field: "password_file",
+                conflict: Some(Conflict {
+                    field: "password",
+                    message: "at most one of password & password_file must be configured",
+                }),
+            },
+        )?;
         if section.username.is_some() && password.is_none() {
-            return Err((
-                "username".into(),
-                "username needs a password (AUTH takes both)".into(),
+            return Err(FieldError::new(
+                "username",
+                "username needs a password (AUTH takes both)",
             ));
         }
         Ok(Spec {
@@ -145,7 +146,7 @@ impl Spec {
             db: section.db.unwrap_or(0),
             tls: section.tls,
             tls_config: tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
-                .map_err(|e| ("tls_config".to_owned(), e))?,
+                .map_err(|e| e.within("tls_config"))?,
             expect_role: section.expect_role,
             ip: IpPreference::from_config(
                 section.preferred_ip_protocol,
@@ -392,7 +393,7 @@ impl Spec {
 mod tests {
     use super::*;
 
-    fn build(yaml: &str) -> Result<Spec, (String, String)> {
+    fn build(yaml: &str) -> Result<Spec, FieldError> {
         let section: Section = serde_norway::from_str(yaml).unwrap();
         Spec::build(&section, Path::new("."))
     }
@@ -404,9 +405,9 @@ mod tests {
         let s = build("{password: pw, db: 3, expect_role: replica}").unwrap();
         assert_eq!((s.db, s.expect_role), (3, Some(Role::Replica)));
         assert!(!format!("{s:?}").contains("pw,"));
-        assert_eq!(build("username: u").unwrap_err().0, "username");
+        assert_eq!(build("username: u").unwrap_err().path, "username");
         assert_eq!(
-            build("{password: a, password_file: b}").unwrap_err().0,
+            build("{password: a, password_file: b}").unwrap_err().path,
             "password"
         );
         assert!(serde_norway::from_str::<Section>("expect_role: primary").is_err());

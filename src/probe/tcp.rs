@@ -15,7 +15,7 @@ use crate::probe::query_response::LineReader;
 use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
-use crate::values::Regex;
+use crate::values::{FieldError, Regex};
 
 /// `probe_failed_due_to_bytes` (blackbox 0.28; only when a step uses `expect_bytes`).
 pub static PROBE_FAILED_DUE_TO_BYTES: Family = Family::gauge(
@@ -97,26 +97,24 @@ pub struct Spec {
 }
 
 /// Validates a source address field.
-pub fn parse_source_ip(s: &Option<String>) -> Result<Option<std::net::IpAddr>, (String, String)> {
+pub fn parse_source_ip(s: &Option<String>) -> Result<Option<std::net::IpAddr>, FieldError> {
     match s.as_deref() {
         None | Some("") => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            (
-                "source_ip_address".to_owned(),
-                format!("invalid IP address {v:?}"),
-            )
-        }),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| FieldError::new("source_ip_address", format!("invalid IP address {v:?}"))),
     }
 }
 
 impl Spec {
     /// Validates `section`.
-    pub fn build(section: &Section, base: &Path) -> Result<Spec, (String, String)> {
+    pub fn build(section: &Section, base: &Path) -> Result<Spec, FieldError> {
         for (i, step) in section.query_response.iter().enumerate() {
             if !step.labels.is_empty() && step.expect.is_none() {
-                return Err((
+                return Err(FieldError::new(
                     format!("query_response[{i}].labels"),
-                    "labels need an expect expression".into(),
+                    "labels need an expect expression",
                 ));
             }
             for (j, l) in step.labels.iter().enumerate() {
@@ -126,7 +124,7 @@ impl Spec {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
-                    return Err((
+                    return Err(FieldError::new(
                         format!("query_response[{i}].labels[{j}].name"),
                         format!("invalid label name {:?}", l.name),
                     ));
@@ -142,7 +140,7 @@ impl Spec {
             query_response: section.query_response.clone(),
             tls: section.tls,
             tls_config: tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
-                .map_err(|e| ("tls_config".to_owned(), e))?,
+                .map_err(|e| e.within("tls_config"))?,
         })
     }
 }

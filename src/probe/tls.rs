@@ -24,6 +24,7 @@ use tokio_rustls::client::TlsStream;
 use crate::probe::prober::{FailureKind, ProbeFailure};
 use crate::probe::report::{Family, Report};
 use crate::secret::Secret;
+use crate::values::{Choice, Conflict, FieldError, value_or_file};
 
 /// `probe_ssl_earliest_cert_expiry`.
 pub static PROBE_SSL_EARLIEST_CERT_EXPIRY: Family = Family::gauge(
@@ -159,15 +160,6 @@ pub struct Spec {
     pub unsupported: Option<String>,
 }
 
-fn read_file(base: &Path, path: &Path, field: &str) -> Result<Vec<u8>, String> {
-    let full = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
-    };
-    std::fs::read(&full).map_err(|e| format!("{field}: cannot read {}: {e}", full.display()))
-}
-
 /// Trust anchors and the root certificates behind them, index for index.
 type Roots = (Arc<[TrustAnchor<'static>]>, Arc<[CertificateDer<'static>]>);
 
@@ -182,7 +174,7 @@ fn anchors(certs: Vec<CertificateDer<'static>>, strict: bool) -> Result<Roots, S
                 anchors.push(a.to_owned());
                 kept.push(der);
             }
-            Err(e) if strict => return Err(format!("ca_file: unusable CA certificate: {e:?}")),
+            Err(e) if strict => return Err(format!("unusable CA certificate: {e:?}")),
             Err(_) => {}
         }
     }
@@ -208,26 +200,38 @@ fn system_roots() -> Roots {
 
 impl Spec {
     /// Builds the rustls configuration for `section`; relative file names are read relative to
-    /// `base` (the config file's directory), as blackbox does. Errors name the field.
-    pub fn build(section: &Section, base: &Path) -> Result<Spec, String> {
-        let ca_pem = match (&section.ca_file, &section.ca) {
-            (Some(_), Some(_)) => {
-                return Err("at most one of ca and ca_file must be configured".into());
-            }
-            (Some(f), None) => Some(read_file(base, f, "ca_file")?),
-            (None, Some(s)) => Some(s.as_bytes().to_vec()),
-            (None, None) => None,
+    /// `base` (the config file's directory), as blackbox does. Errors name the field within
+    /// `tls_config` (`ca_file`, `key`, …).
+    pub fn build(section: &Section, base: &Path) -> Result<Spec, FieldError> {
+        // Problems with the PEM are reported at the field it came from.
+        let from = |file: &Option<PathBuf>, field: &'static str, file_field: &'static str| {
+            if file.is_some() { file_field } else { field }
         };
+        let ca_field = from(&section.ca_file, "ca", "ca_file");
+        let ca_pem = value_or_file(
+            base,
+            section.ca.as_ref().map(|s| s.as_bytes().to_vec()),
+            section.ca_file.as_deref(),
+            Choice {
+                file_field: "ca_file",
+                conflict: Some(Conflict {
+                    field: "ca_file",
+                    message: "at most one of ca and ca_file must be configured",
+                }),
+            },
+        )?;
         let (anchors, kept_roots) = match ca_pem {
             Some(pem) => {
                 let mut roots: Vec<CertificateDer<'static>> = Vec::new();
                 for c in CertificateDer::pem_slice_iter(&pem) {
-                    roots.push(c.map_err(|e| format!("ca_file: not a PEM certificate: {e}"))?);
+                    roots.push(c.map_err(|e| {
+                        FieldError::new(ca_field, format!("not a PEM certificate: {e}"))
+                    })?);
                 }
                 if roots.is_empty() {
-                    return Err("ca_file: no PEM certificate found".into());
+                    return Err(FieldError::new(ca_field, "no PEM certificate found"));
                 }
-                anchors(roots, true)?
+                anchors(roots, true).map_err(|e| FieldError::new(ca_field, e))?
             }
             None => system_roots(),
         };
@@ -237,7 +241,10 @@ impl Spec {
         let min = section.min_version.unwrap_or(TlsVersion::TLS12);
         let max = section.max_version.unwrap_or(TlsVersion::TLS13);
         if min > max {
-            return Err("min_version must not be greater than max_version".into());
+            return Err(FieldError::new(
+                "min_version",
+                "min_version must not be greater than max_version",
+            ));
         }
         let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
         if min <= TlsVersion::TLS12 && max >= TlsVersion::TLS12 {
@@ -262,54 +269,75 @@ impl Spec {
         });
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)
-            .map_err(|e| format!("tls_config: {e}"))?
+            .map_err(|e| FieldError::new("", e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(ChainVerifier {
                 trust: trust.clone(),
                 chain: Mutex::default(),
             }));
-        let cert_pem = match (&section.cert_file, &section.cert) {
-            (Some(_), Some(_)) => {
-                return Err("at most one of cert and cert_file must be configured".into());
-            }
-            (Some(f), None) => Some(read_file(base, f, "cert_file")?),
-            (None, Some(s)) => Some(s.as_bytes().to_vec()),
-            (None, None) => None,
-        };
-        let key_pem = match (&section.key_file, &section.key) {
-            (Some(_), Some(_)) => {
-                return Err("at most one of key and key_file must be configured".into());
-            }
-            (Some(f), None) => Some(read_file(base, f, "key_file")?),
-            (None, Some(s)) => Some(s.expose().as_bytes().to_vec()),
-            (None, None) => None,
-        };
+        let cert_field = from(&section.cert_file, "cert", "cert_file");
+        let key_field = from(&section.key_file, "key", "key_file");
+        let cert_pem = value_or_file(
+            base,
+            section.cert.as_ref().map(|s| s.as_bytes().to_vec()),
+            section.cert_file.as_deref(),
+            Choice {
+                file_field: "cert_file",
+                conflict: Some(Conflict {
+                    field: "cert_file",
+                    message: "at most one of cert and cert_file must be configured",
+                }),
+            },
+        )?;
+        let key_pem = value_or_file(
+            base,
+            section.key.as_ref().map(|s| s.expose().as_bytes().to_vec()),
+            section.key_file.as_deref(),
+            Choice {
+                file_field: "key_file",
+                conflict: Some(Conflict {
+                    field: "key_file",
+                    message: "at most one of key and key_file must be configured",
+                }),
+            },
+        )?;
         let mut config = match (cert_pem, key_pem) {
             (Some(cert), Some(key)) => {
                 let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
                     .collect::<Result<_, _>>()
-                    .map_err(|e| format!("cert_file: not a PEM certificate: {e}"))?;
+                    .map_err(|e| {
+                        FieldError::new(cert_field, format!("not a PEM certificate: {e}"))
+                    })?;
                 if chain.is_empty() {
-                    return Err("cert_file: no PEM certificate found".into());
+                    return Err(FieldError::new(cert_field, "no PEM certificate found"));
                 }
-                let key = PrivateKeyDer::from_pem_slice(&key)
-                    .map_err(|e| format!("key_file: not a PEM private key: {e}"))?;
+                let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
+                    FieldError::new(key_field, format!("not a PEM private key: {e}"))
+                })?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("cert_file/key_file: {e}"))?
+                    .map_err(|e| FieldError::new(key_field, e.to_string()))?
             }
             (None, None) => builder.with_no_client_auth(),
             (Some(_), None) => {
-                return Err("client cert file specified without client key file".into());
+                return Err(FieldError::new(
+                    cert_field,
+                    "client cert file specified without client key file",
+                ));
             }
             (None, Some(_)) => {
-                return Err("client key file specified without client cert file".into());
+                return Err(FieldError::new(
+                    key_field,
+                    "client key file specified without client cert file",
+                ));
             }
         };
         // Every probe is a full handshake, as blackbox's are: no session resumption.
         config.resumption = rustls::client::Resumption::disabled();
         if let Some(name) = &section.server_name {
-            ServerName::try_from(name.clone()).map_err(|e| format!("server_name {name:?}: {e}"))?;
+            ServerName::try_from(name.clone()).map_err(|e| {
+                FieldError::new("server_name", format!("server_name {name:?}: {e}"))
+            })?;
         }
         Ok(Spec {
             base: Arc::new(config),

@@ -90,6 +90,10 @@ const FILES: &[(&str, Expect)] = &[
         "invalid/missing_ca_file.yml",
         stricter("lookout reads tls_config files at load; 0.23 only when a probe runs"),
     ),
+    (
+        "invalid/missing_password_file.yml",
+        stricter("secret files are read at load (README); 0.23 reads them per probe"),
+    ),
     ("invalid/password_and_file.yml", same(Reject)),
     ("invalid/unknown_field.yml", same(Reject)),
     (

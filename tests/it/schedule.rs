@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lookout::config::{Config, Target};
+use lookout::config::{Target, TargetSet};
 use lookout::probe::Outcome;
 use lookout::probe::report::Report;
 use lookout::schedule::{Runner, Scheduler, next_due, phase};
@@ -16,8 +16,11 @@ use crate::support::http_target::{HttpTarget, Route};
 use crate::support::lookout::{Lookout, request};
 use crate::support::samples::Samples;
 
-fn config(yaml: &str) -> Arc<Config> {
-    Arc::new(lookout::config::parse(yaml, std::path::Path::new("schedule-test.yml")).unwrap())
+/// The target set of the config `yaml`: what the scheduler follows.
+fn config(yaml: &str) -> Arc<TargetSet> {
+    lookout::config::parse(yaml, std::path::Path::new("schedule-test.yml"))
+        .unwrap()
+        .targets
 }
 
 type Log = Arc<Mutex<Vec<(String, Instant)>>>;
@@ -75,7 +78,7 @@ async fn targets_fire_on_their_phase_grid_without_drift() {
     task.await.unwrap();
     let log = log.lock().unwrap();
     let interval = Duration::from_secs(10);
-    for t in &cfg.targets {
+    for t in cfg.iter() {
         let starts: Vec<Instant> = log
             .iter()
             .filter(|(n, _)| *n == t.name)
@@ -123,7 +126,7 @@ async fn no_target_starves_at_the_concurrency_limit() {
     stop.cancel();
     task.await.unwrap();
     let log = log.lock().unwrap();
-    for t in &cfg.targets {
+    for t in cfg.iter() {
         let n = log.iter().filter(|(name, _)| *name == t.name).count();
         assert!(n >= 5, "{} ran only {n} times in 6 intervals", t.name);
     }
