@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::config::ConfigSource;
 use crate::logging::LogFormat;
 
 /// A blackbox_exporter-compatible prober: point Prometheus at /probe?target=…&module=…
@@ -86,28 +87,10 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::values::parse_duration(s)
 }
 
-/// The default config compiled into the binary.
-pub const EMBEDDED_CONFIG: &str = include_str!("../config/lookout.yml");
-
-/// Where the config comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigSource {
-    /// A file on disk.
-    File(PathBuf),
-    /// The built-in default.
-    Embedded,
-}
-
 impl Cli {
     /// The config source: the flag, else ./lookout.yml, else the built-in default.
     pub fn config_source(&self) -> ConfigSource {
-        match &self.config_file {
-            Some(p) => ConfigSource::File(p.clone()),
-            None if std::path::Path::new("lookout.yml").exists() => {
-                ConfigSource::File("lookout.yml".into())
-            }
-            None => ConfigSource::Embedded,
-        }
+        ConfigSource::choose(self.config_file.as_deref())
     }
 
     /// The log level as a tracing filter.

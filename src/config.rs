@@ -92,13 +92,44 @@ impl Config {
 /// The name the built-in default config is reported under.
 pub const EMBEDDED_NAME: &str = "<built-in config/lookout.yml>";
 
-/// Loads from a source: a file, or the default compiled into the binary.
-pub fn load_source(source: &crate::cli::ConfigSource) -> Result<Config, ConfigError> {
-    match source {
-        crate::cli::ConfigSource::File(p) => load(p),
-        crate::cli::ConfigSource::Embedded => {
-            parse(crate::cli::EMBEDDED_CONFIG, Path::new(EMBEDDED_NAME))
+/// The default config compiled into the binary (`config/lookout.yml`).
+pub const EMBEDDED_CONFIG: &str = include_str!("../config/lookout.yml");
+
+/// Where the config comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A file on disk.
+    File(PathBuf),
+    /// The built-in default.
+    Embedded,
+}
+
+impl ConfigSource {
+    /// `--config.file` when given, else `./lookout.yml` when it exists, else the built-in
+    /// default.
+    pub fn choose(flag: Option<&Path>) -> ConfigSource {
+        match flag {
+            Some(p) => ConfigSource::File(p.to_path_buf()),
+            None if Path::new("lookout.yml").exists() => ConfigSource::File("lookout.yml".into()),
+            None => ConfigSource::Embedded,
         }
+    }
+
+    /// The source a loaded config came from (for reloads).
+    pub fn of(config: &Config) -> ConfigSource {
+        if config.file.as_os_str() == EMBEDDED_NAME {
+            ConfigSource::Embedded
+        } else {
+            ConfigSource::File(config.file.clone())
+        }
+    }
+}
+
+/// Loads from a source: a file, or the default compiled into the binary.
+pub fn load_source(source: &ConfigSource) -> Result<Config, ConfigError> {
+    match source {
+        ConfigSource::File(p) => load(p),
+        ConfigSource::Embedded => parse(EMBEDDED_CONFIG, Path::new(EMBEDDED_NAME)),
     }
 }
 

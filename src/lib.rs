@@ -38,7 +38,8 @@ use tokio::net::TcpListener;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, ConfigSource};
+use crate::cli::Cli;
+use crate::config::ConfigSource;
 use crate::metrics::process::SelfMetrics;
 use crate::probe::resolve::Resolver;
 use crate::results::ResultBus;
@@ -225,17 +226,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "Starting lookout");
     let app = App::start(&cli, shutdown_signal()).await?;
-    let state = app.state.clone();
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            let _ = reload::reload(&state);
-        }
-    });
+    tokio::spawn(reload::on_sighup(app.state.clone()));
     app.task
         .await
         .context("server task")?

@@ -6,17 +6,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ConfigSource;
-use crate::config::{self, ConfigError};
+use crate::config::{self, ConfigError, ConfigSource};
 use crate::state::State;
 
 fn source_of(state: &State) -> ConfigSource {
-    let path = state.config.load().file.clone();
-    if path.as_os_str() == config::EMBEDDED_NAME {
-        ConfigSource::Embedded
-    } else {
-        ConfigSource::File(path)
-    }
+    ConfigSource::of(&state.config.load())
 }
 
 /// Loads the config again and swaps it in (and hands it to the scheduler), or keeps the old one
@@ -38,6 +32,17 @@ pub fn reload(state: &State) -> Result<(), ConfigError> {
             tracing::error!(err = %e, "Error reloading config; keeping the previous one");
             Err(e)
         }
+    }
+}
+
+/// Reloads on every SIGHUP, for the life of the process.
+pub async fn on_sighup(state: Arc<State>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /-/reload");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let _ = reload(&state);
     }
 }
 
