@@ -405,6 +405,42 @@ def test_prometheus_rule_options():
     assert threshold["expr"] == 'label_replace(vector(5400), "module", "pg_teslamate", "", "")'  # max_age 1h30m
 
 
+GRAPH_CONFIG = """\
+modules:
+  tcp: {prober: tcp, timeout: 2s}
+  http: {prober: http}
+targets:
+  - {name: postgres, module: tcp, target: "db.lan:5432", runbook_url: "https://wiki.lan/postgres"}
+  - {name: mosquitto, module: tcp, target: "mqtt.lan:1883"}
+  - {name: teslamate, module: http, target: "http://teslamate.lan:4000/", depends_on: [postgres, mosquitto]}
+"""
+
+
+def test_prometheus_rule_renders_the_generated_rules(tmp_path):
+    """`lookout rules` output, handed to the chart with --set-file, becomes a group of the
+    PrometheusRule that promtool accepts: one alert per target, with its dependents."""
+    cfg = tmp_path / "lookout.yml"
+    cfg.write_text(GRAPH_CONFIG)
+    generated = tmp_path / "generated.yml"
+    generated.write_text(run([lookout_bin(), "rules", "--config.file", str(cfg)]).stdout)
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"prometheusRule": {
+        "enabled": True, "defaultRules": False, "additionalRuleLabels": {"team": "home"}}}))
+    out = helm(*template_args([str(values)]), "--set-file", f"prometheusRule.generatedRules={generated}").stdout
+    [rule] = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "PrometheusRule"]
+    [group] = rule["spec"]["groups"]
+    assert group["name"] == "lookout-targets"
+    alerts = {r["labels"]["team"]: r for r in group["rules"]}  # additionalRuleLabels apply
+    assert len(group["rules"]) == 3 and set(alerts) == {"home"}
+    by_target = {re.search(r'target="([^"]+)"', r["expr"]).group(1): r for r in group["rules"]}
+    assert by_target["postgres"]["annotations"]["dependents"] == "teslamate"
+    assert by_target["postgres"]["annotations"]["runbook_url"] == "https://wiki.lan/postgres"
+    assert "dependents" not in by_target["teslamate"]["annotations"]
+    assert all(r["alert"] == "LookoutTargetDown" and "for" not in r for r in group["rules"])
+    (tmp_path / "chart.rules.yml").write_text(yaml.safe_dump({"groups": [group]}))
+    run([promtool(), "check", "rules", str(tmp_path / "chart.rules.yml")])
+
+
 def test_job_name_flows_into_lookout_down(tmp_path):
     objs = render_values({"prometheusRule": {"enabled": True},
                           "serviceMonitor": {"selfMonitor": {"enabled": True, "jobName": "probes"}}}, tmp_path)
