@@ -169,21 +169,6 @@ async fn scrape_timeout_header_caps_the_probe() {
 }
 
 #[tokio::test]
-async fn text_format_whatever_prometheus_accepts() {
-    // Prometheus asks for OpenMetrics first; blackbox answers text 0.0.4 all the same.
-    let lk = Lookout::start(CONFIG).await;
-    for path in ["/metrics", "/probe?module=http_2xx&target=127.0.0.1:1"] {
-        let a = request(lk.addr, "GET", path, &[("Accept", PROMETHEUS_ACCEPT)]).await;
-        assert_eq!(a.status, 200, "{path}: {}", a.body);
-        assert_eq!(
-            a.content_type, "text/plain; version=0.0.4; charset=utf-8",
-            "{path}"
-        );
-        assert!(!a.body.contains("# EOF"), "{path}: {}", a.body);
-    }
-}
-
-#[tokio::test]
 async fn openmetrics_when_enabled_and_asked() {
     let dir = tempfile::tempdir().unwrap();
     let lk = Lookout::start_with_flags(dir, CONFIG, &["--web.enable-openmetrics"]).await;

@@ -27,6 +27,8 @@ mod mqtt;
 mod postgres;
 /// The Redis prober against redis-servers the tests start: AUTH, SELECT, ROLE, TLS.
 mod redis;
+/// One test per fixed bug, named after its issue.
+mod regression;
 /// The scheduler: planned times, concurrency, overruns, reloads, shutdown.
 mod schedule;
 /// The TCP prober: banners, dialogues with capture substitution, STARTTLS, TLS.
