@@ -50,11 +50,6 @@ pub static PROBE_HTTP_VERSION: Family = Family::gauge(
     "probe_http_version",
     "Returns the version of HTTP of the probe response",
 );
-/// `probe_failed_due_to_regex` (shared with the TCP prober).
-pub static PROBE_FAILED_DUE_TO_REGEX: Family = Family::gauge(
-    "probe_failed_due_to_regex",
-    "Indicates if probe failed due to regex",
-);
 /// `probe_http_last_modified_timestamp_seconds`.
 pub static PROBE_HTTP_LAST_MODIFIED_TIMESTAMP_SECONDS: Family = Family::gauge(
     "probe_http_last_modified_timestamp_seconds",

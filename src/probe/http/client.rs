@@ -1,7 +1,7 @@
 //! One HTTP probe: resolve, connect, TLS, request, redirects and response checks, timed per phase
 //! the way blackbox's `httptrace` hooks time them, on a hyper connection we drive ourselves.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -17,11 +17,12 @@ use url::Url;
 
 use super::body;
 use super::{
-    MAX_REDIRECTS, PROBE_FAILED_DUE_TO_REGEX, PROBE_HTTP_CONTENT_LENGTH,
-    PROBE_HTTP_DURATION_SECONDS, PROBE_HTTP_LAST_MODIFIED_TIMESTAMP_SECONDS, PROBE_HTTP_REDIRECTS,
-    PROBE_HTTP_SSL, PROBE_HTTP_STATUS_CODE, PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH,
-    PROBE_HTTP_VERSION, Proxy, Spec, regex_failure,
+    MAX_REDIRECTS, PROBE_HTTP_CONTENT_LENGTH, PROBE_HTTP_DURATION_SECONDS,
+    PROBE_HTTP_LAST_MODIFIED_TIMESTAMP_SECONDS, PROBE_HTTP_REDIRECTS, PROBE_HTTP_SSL,
+    PROBE_HTTP_STATUS_CODE, PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH, PROBE_HTTP_VERSION, Proxy, Spec,
+    regex_failure,
 };
+use crate::probe::expect::PROBE_FAILED_DUE_TO_REGEX;
 use crate::probe::net::{self, Stream};
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest};
 use crate::probe::report::Report;
@@ -130,7 +131,7 @@ pub(super) async fn probe(
 
     let mut ip = None;
     if !(spec.skip_resolve_phase_with_proxy && proxy.is_some()) {
-        let result = cx.resolver.resolve(&target_host, spec.ip, cx.report).await;
+        let result = net::resolve(cx, net::Address::Target(&target_host), spec.ip).await;
         match result {
             Ok((addr, lookup)) => {
                 phase(cx.report, "resolve", lookup.as_secs_f64());
@@ -498,46 +499,54 @@ async fn send(
     let proxy = spec.proxy_for(&hop.url);
     debug!(url = %hop.url, host = %hop.host_header, "Making HTTP request");
 
-    // Resolve (hops after the first; the first used chooseProtocol already).
-    let start = Instant::now();
-    let connect_addr: SocketAddr = match proxy {
-        Some(p) => {
-            let phost = p
-                .url
-                .host_str()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let pport = p.url.port_or_known_default().unwrap_or(80);
-            let (pip, _) = cx.resolver.lookup(&phost, spec.ip).await.map_err(|e| {
-                ProbeFailure::new(
-                    FailureKind::Resolve,
-                    format!("resolving proxy {phost}: {}", e.message),
-                )
-            })?;
-            SocketAddr::new(pip, pport)
-        }
-        None => {
-            let host = bare_host(&hop.url);
-            let addr = match (hop.ip, host.parse::<IpAddr>()) {
-                (Some(ip), _) => ip,
-                (None, Ok(ip)) => ip,
-                (None, Err(_)) => cx.resolver.lookup(&host, spec.ip).await?.0,
+    // Resolve (hops after the first; the first used chooseProtocol already), then connect.
+    let proxy_host = proxy.map(|p| {
+        p.url
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned()
+    });
+    let hop_host = bare_host(&hop.url);
+    let (address, connect_port) = match (proxy, &proxy_host) {
+        (Some(p), Some(phost)) => (
+            net::Address::Hop(phost),
+            p.url.port_or_known_default().unwrap_or(80),
+        ),
+        _ => {
+            let address = match (hop.ip, hop_host.parse::<IpAddr>()) {
+                (Some(ip), _) => net::Address::Resolved(ip),
+                (None, Ok(ip)) => net::Address::Resolved(ip),
+                (None, Err(_)) => net::Address::Hop(&hop_host),
             };
-            SocketAddr::new(addr, port)
+            (address, port)
         }
     };
-    let dns_done = Instant::now();
-    if hop_index > 0 {
-        phase(
-            cx.report,
-            "resolve",
-            dns_done.duration_since(start).as_secs_f64(),
-        );
-    }
-
-    let mut tcp = net::connect(connect_addr, None).await?;
+    let start = Instant::now();
+    let mut dns_done = start;
+    let target = net::Target::new(address, connect_port, spec.ip);
+    let dialed = net::dial_plain(cx, &target, |report, step| {
+        if let net::Step::Resolved { .. } = step {
+            dns_done = Instant::now();
+            if hop_index > 0 {
+                phase(
+                    report,
+                    "resolve",
+                    dns_done.duration_since(start).as_secs_f64(),
+                );
+            }
+        }
+    })
+    .await;
+    // Only resolution fails with `Resolve`; for a proxy the message names it, as before.
+    let (mut tcp, _) = dialed.map_err(|e| match &proxy_host {
+        Some(phost) if e.kind == FailureKind::Resolve => ProbeFailure::new(
+            FailureKind::Resolve,
+            format!("resolving proxy {phost}: {}", e.message),
+        ),
+        _ => e,
+    })?;
     if let (Some(p), true) = (proxy, https) {
         connect_tunnel(&mut tcp, p, &authority_with_port(&hop.url, port)).await?;
     }
@@ -555,11 +564,16 @@ async fn send(
         } else {
             &[b"http/1.1"]
         };
+        let tls = net::Tls {
+            spec: &spec.tls,
+            server_name: &hop.sni,
+            alpn,
+        };
         let tls_start = Instant::now();
-        let (tls_stream, hs) = spec.tls.handshake(tcp, &hop.sni, alpn).await?;
+        let (tls_stream, hs) = net::upgrade(tcp, &tls).await?;
         phase(cx.report, "tls", tls_start.elapsed().as_secs_f64());
         handshake = Some(hs);
-        Stream::Tls(Box::new(tls_stream))
+        tls_stream
     } else {
         Stream::Plain(tcp)
     };
