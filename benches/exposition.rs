@@ -3,6 +3,9 @@
 //!
 //! Run with `cargo bench --bench exposition`; figures are quoted in docs/benchmarks.md.
 
+// Benchmarks are not probes: the dial policy and clippy.toml's socket rule do not apply here.
+#![allow(clippy::disallowed_methods)]
+
 use divan::{Bencher, black_box};
 use lookout::metrics::{self, Format};
 use lookout::probe::expect::PROBE_FAILED_DUE_TO_REGEX;

@@ -542,6 +542,8 @@ mod tests {
     }
 
     #[tokio::test]
+    // The test's own loopback server, not a probe's socket.
+    #[allow(clippy::disallowed_methods)]
     async fn a_refused_datagram_is_never_sent() {
         let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         server.set_nonblocking(true).unwrap();

@@ -425,6 +425,8 @@ mod tests {
     }
 
     #[tokio::test]
+    // The test is the client of its own loopback server, not a probe.
+    #[allow(clippy::disallowed_methods)]
     async fn reads_are_capped() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
