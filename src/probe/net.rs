@@ -107,11 +107,9 @@ pub struct Tls<'s> {
 /// its own phases as it did when it dialled by itself.
 #[derive(Debug, Clone, Copy)]
 pub enum Step {
-    /// The address is known; `lookup` is the resolution time (zero for `Address::Resolved`).
+    /// The address is known.
     Resolved {
-        /// The address that will be dialled.
-        ip: IpAddr,
-        /// How long resolution took.
+        /// How long resolution took (zero for `Address::Resolved`).
         lookup: Duration,
     },
     /// The connect step ended: connected, refused by the policy, failed or timed out.
@@ -137,8 +135,6 @@ pub struct Dialed {
     pub stream: Stream,
     /// The handshake's facts, for `tls::record`, when TLS was done.
     pub handshake: Option<tls::Handshake>,
-    /// The address connected to.
-    pub peer: SocketAddr,
 }
 
 /// Resolves `address` for a dial: the only way from a name to an address in the probers.
@@ -163,16 +159,20 @@ pub async fn dial(
     tls: Option<&Tls<'_>>,
     mut observe: impl FnMut(&mut Report, Step),
 ) -> Result<Dialed, ProbeFailure> {
-    let (tcp, peer, bound) = dial_tcp(cx, target, &mut observe).await?;
+    let tcp = dial_tcp(cx, target, &mut observe).await?;
     let Some(tls) = tls else {
         return Ok(Dialed {
             stream: Stream::Plain(tcp),
             handshake: None,
-            peer,
         });
     };
     let start = Instant::now();
-    let handshake = bounded(bound, "no TLS handshake", upgrade(tcp, tls)).await;
+    let handshake = bounded(
+        target.bound,
+        || "no TLS handshake".into(),
+        upgrade(tcp, tls),
+    )
+    .await;
     observe(
         cx.report,
         Step::Handshaken {
@@ -184,7 +184,6 @@ pub async fn dial(
     Ok(Dialed {
         stream,
         handshake: Some(hs),
-        peer,
     })
 }
 
@@ -194,27 +193,25 @@ pub async fn dial_plain(
     cx: &mut ProbeContext<'_>,
     target: &Target<'_>,
     mut observe: impl FnMut(&mut Report, Step),
-) -> Result<(TcpStream, SocketAddr), ProbeFailure> {
-    let (tcp, peer, _) = dial_tcp(cx, target, &mut observe).await?;
-    Ok((tcp, peer))
+) -> Result<TcpStream, ProbeFailure> {
+    dial_tcp(cx, target, &mut observe).await
 }
 
-/// Resolve, check, connect: the steps every TCP dial shares. Returns the step bound too.
+/// Resolve, check, connect: the steps every TCP dial shares.
 async fn dial_tcp(
     cx: &mut ProbeContext<'_>,
     target: &Target<'_>,
     observe: &mut impl FnMut(&mut Report, Step),
-) -> Result<(TcpStream, SocketAddr, Option<Instant>), ProbeFailure> {
+) -> Result<TcpStream, ProbeFailure> {
     let (ip, lookup) = resolve(cx, target.address, target.ip).await?;
-    observe(cx.report, Step::Resolved { ip, lookup });
-    let bound = target.bound;
+    observe(cx.report, Step::Resolved { lookup });
     let addr = SocketAddr::new(ip, target.port);
     let start = Instant::now();
     let tcp = match cx.dial_policy.check(addr, Transport::Tcp) {
         Ok(()) => {
             bounded(
-                bound,
-                &format!("no TCP connection to {addr}"),
+                target.bound,
+                || format!("no TCP connection to {addr}"),
                 connect(addr, target.source),
             )
             .await
@@ -228,7 +225,7 @@ async fn dial_tcp(
             ok: tcp.is_ok(),
         },
     );
-    Ok((tcp?, addr, bound))
+    tcp
 }
 
 /// Shakes hands over `tcp`: the TLS of `dial`, and the later upgrade of `dial_plain`'s callers.
@@ -243,7 +240,7 @@ pub async fn upgrade(
 /// Awaits `fut`, failing with `Timeout` ("`what` before the deadline") at `bound`.
 async fn bounded<T>(
     bound: Option<Instant>,
-    what: &str,
+    what: impl FnOnce() -> String,
     fut: impl Future<Output = Result<T, ProbeFailure>>,
 ) -> Result<T, ProbeFailure> {
     let Some(bound) = bound else {
@@ -254,7 +251,7 @@ async fn bounded<T>(
         .unwrap_or_else(|_| {
             Err(ProbeFailure::new(
                 FailureKind::Timeout,
-                format!("{what} before the deadline"),
+                format!("{} before the deadline", what()),
             ))
         })
 }

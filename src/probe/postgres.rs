@@ -313,7 +313,7 @@ impl Prober for Spec {
         }
         let (host, port) = net::split_host_default_port(&req.target, DEFAULT_PORT)?;
         let target = net::Target::new(net::Address::Target(&host), port, self.ip);
-        let (tcp, _) = net::dial_plain(cx, &target, |report, step| match step {
+        let tcp = net::dial_plain(cx, &target, |report, step| match step {
             net::Step::Resolved { lookup, .. } => record(report, "resolve", lookup),
             net::Step::Connected { elapsed, .. } => record(report, "connect", elapsed),
             net::Step::Handshaken { .. } => {}

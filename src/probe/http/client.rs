@@ -540,7 +540,7 @@ async fn send(
     })
     .await;
     // Only resolution fails with `Resolve`; for a proxy the message names it, as before.
-    let (mut tcp, _) = dialed.map_err(|e| match &proxy_host {
+    let mut tcp = dialed.map_err(|e| match &proxy_host {
         Some(phost) if e.kind == FailureKind::Resolve => ProbeFailure::new(
             FailureKind::Resolve,
             format!("resolving proxy {phost}: {}", e.message),
