@@ -2,6 +2,7 @@
 
 mod body;
 mod client;
+mod redirect;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
