@@ -4,6 +4,9 @@
 //!
 //! Run with `cargo bench --bench checks`; figures are quoted in docs/benchmarks.md.
 
+// Benchmarks are not probes: the dial policy and clippy.toml's socket rule do not apply here.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::Path;
 
 use divan::{Bencher, black_box};

@@ -3,12 +3,15 @@
 //!
 //! Run with `cargo bench --bench exposition`; figures are quoted in docs/benchmarks.md.
 
+// Benchmarks are not probes: the dial policy and clippy.toml's socket rule do not apply here.
+#![allow(clippy::disallowed_methods)]
+
 use divan::{Bencher, black_box};
 use lookout::metrics::{self, Format};
+use lookout::probe::expect::PROBE_FAILED_DUE_TO_REGEX;
 use lookout::probe::http::{
-    PROBE_FAILED_DUE_TO_REGEX, PROBE_HTTP_CONTENT_LENGTH, PROBE_HTTP_DURATION_SECONDS,
-    PROBE_HTTP_REDIRECTS, PROBE_HTTP_SSL, PROBE_HTTP_STATUS_CODE,
-    PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH, PROBE_HTTP_VERSION,
+    PROBE_HTTP_CONTENT_LENGTH, PROBE_HTTP_DURATION_SECONDS, PROBE_HTTP_REDIRECTS, PROBE_HTTP_SSL,
+    PROBE_HTTP_STATUS_CODE, PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH, PROBE_HTTP_VERSION,
 };
 use lookout::probe::report::{Family, Kind, Report};
 use lookout::probe::resolve::{

@@ -508,7 +508,7 @@ async fn post(am: &Alertmanager, batch: &[Alert], resolver: &Resolver) -> Result
         .lookup(&am.host, IpPreference::default())
         .await
         .map_err(|f| f.message)?;
-    let tcp = net::connect(SocketAddr::new(ip, am.port), None)
+    let tcp = net::connect_service(SocketAddr::new(ip, am.port))
         .await
         .map_err(|f| f.message)?;
     let mut req = http::Request::post(am.path.as_str())

@@ -2,6 +2,7 @@
 //! that both `/probe` and (later) the scheduler call.
 
 pub mod dns;
+pub mod expect;
 pub mod grpc;
 pub mod http;
 pub mod icmp;
@@ -188,6 +189,7 @@ pub async fn run(
                 let mut cx = ProbeContext {
                     deadline,
                     resolver: &resolver,
+                    dial_policy: &net::AllowAll,
                     report: &mut report,
                 };
                 // Boxed: the future of the largest prober is several KiB, and unboxed it

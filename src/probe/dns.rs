@@ -8,17 +8,17 @@
 mod render;
 mod wire;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::str::FromStr;
 
 use hickory_resolver::proto::rr::{DNSClass, RecordType};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::probe::net::{self, DialPolicy};
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
 use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
@@ -237,7 +237,7 @@ impl Spec {
                     .map(|r| r.to_ascii_uppercase())
                     .collect()
             },
-            source_ip: super::tcp::parse_source_ip(&section.source_ip_address)?,
+            source_ip: net::parse_source_ip(&section.source_ip_address)?,
             tls_config: tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
                 .map_err(|e| e.within("tls_config"))?,
             validators: [
@@ -373,36 +373,6 @@ fn io_failure(kind: FailureKind, what: &str, addr: SocketAddr, e: std::io::Error
     ProbeFailure::new(kind, format!("{what} {addr}: {e}"))
 }
 
-/// The local address to bind: the configured source, or the unspecified address of the
-/// target's family.
-fn local_addr(source: Option<IpAddr>, target: SocketAddr) -> SocketAddr {
-    let ip = source.unwrap_or(match target {
-        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    });
-    SocketAddr::new(ip, 0)
-}
-
-async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ProbeFailure> {
-    let fail = |e| io_failure(FailureKind::Connect, "connecting to", addr, e);
-    let socket = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(fail)?;
-    if let Some(src) = source {
-        socket.bind(SocketAddr::new(src, 0)).map_err(|e| {
-            ProbeFailure::new(
-                FailureKind::Connect,
-                format!("binding source address {src}: {e}"),
-            )
-        })?;
-    }
-    let stream = socket.connect(addr).await.map_err(fail)?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
 /// One length-prefixed exchange over a stream (TCP, or TLS over TCP). `sent` is when the query
 /// went out: the start of blackbox's request phase.
 async fn exchange_stream<S>(
@@ -466,23 +436,14 @@ where
 /// One exchange over UDP from a connected socket. Datagrams with another id are skipped (they
 /// may answer an earlier query), as miekg does; the deadline bounds the wait.
 async fn exchange_udp(
+    policy: &dyn DialPolicy,
     addr: SocketAddr,
     source: Option<IpAddr>,
     query: &[u8],
     id: u16,
     sent: &mut Option<Instant>,
 ) -> Result<Response, ProbeFailure> {
-    let bind = local_addr(source, addr);
-    let socket = UdpSocket::bind(bind).await.map_err(|e| {
-        ProbeFailure::new(
-            FailureKind::Connect,
-            format!("binding a UDP socket to {bind}: {e}"),
-        )
-    })?;
-    socket
-        .connect(addr)
-        .await
-        .map_err(|e| io_failure(FailureKind::Connect, "connecting to", addr, e))?;
+    let socket = net::bind_udp(policy, addr, source).await?;
     *sent = Some(Instant::now());
     if let Err(e) = socket.send(query).await {
         *sent = None;
@@ -525,6 +486,7 @@ impl Spec {
     /// `query` for a response.
     async fn exchange(
         &self,
+        cx: &mut ProbeContext<'_>,
         addr: SocketAddr,
         server_name: &str,
         query: &[u8],
@@ -532,15 +494,20 @@ impl Spec {
         sent: &mut Option<Instant>,
     ) -> Result<Response, ProbeFailure> {
         if !self.tcp {
-            return exchange_udp(addr, self.source_ip, query, id, sent).await;
+            return exchange_udp(cx.dial_policy, addr, self.source_ip, query, id, sent).await;
         }
-        let stream = connect_tcp(addr, self.source_ip).await?;
-        if self.dot {
-            let (tls, _) = self.tls_config.handshake(stream, server_name, &[]).await?;
-            exchange_stream(tls, addr, query, id, sent).await
-        } else {
-            exchange_stream(stream, addr, query, id, sent).await
-        }
+        let target = net::Target {
+            source: self.source_ip,
+            ..net::Target::new(net::Address::Resolved(addr.ip()), addr.port(), self.ip)
+        };
+        // blackbox records no TLS facts for DNS over TLS, so the handshake's are dropped.
+        let tls = net::Tls {
+            spec: &self.tls_config,
+            server_name,
+            alpn: &[],
+        };
+        let dialed = net::dial(cx, &target, self.dot.then_some(&tls), |_, _| {}).await?;
+        exchange_stream(dialed.stream, addr, query, id, sent).await
     }
 }
 
@@ -560,7 +527,7 @@ impl Prober for Spec {
         cx.report.declare(&PROBE_DNS_QUERY_SUCCEEDED);
 
         let (host, port) = split_target(&req.target, if self.dot { 853 } else { 53 });
-        let (ip, lookup) = cx.resolver.resolve(&host, self.ip, cx.report).await?;
+        let (ip, lookup) = net::resolve(cx, net::Address::Target(&host), self.ip).await?;
         cx.report.add(
             &PROBE_DNS_DURATION_SECONDS,
             &[("phase", "resolve")],
@@ -601,7 +568,7 @@ impl Prober for Spec {
         let mut sent = None;
         let result = tokio::time::timeout_at(
             cx.deadline,
-            self.exchange(addr, server_name, &query, id, &mut sent),
+            self.exchange(cx, addr, server_name, &query, id, &mut sent),
         )
         .await;
         let end = Instant::now();

@@ -1,7 +1,7 @@
 //! `prober: grpc`: the standard grpc.health.v1 Health/Check call over a connection we make
 //! ourselves (so TLS facts are recorded as in the other probers), through tonic.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -103,19 +103,23 @@ impl Spec {
         host: &str,
         cx: &mut ProbeContext<'_>,
     ) -> Result<Stream, ProbeFailure> {
-        let tcp = net::connect(SocketAddr::new(ip, port), None).await?;
-        if !self.tls {
-            return Ok(Stream::Plain(tcp));
-        }
         let name = self
             .tls_config
             .server_name
             .clone()
             .unwrap_or_else(|| host.to_owned());
-        let (tls_stream, hs) = self.tls_config.handshake(tcp, &name, &[b"h2"]).await?;
-        cx.report.set(&PROBE_GRPC_SSL, 1.0);
-        tls::record(cx.report, &hs);
-        Ok(Stream::Tls(Box::new(tls_stream)))
+        let tls = net::Tls {
+            spec: &self.tls_config,
+            server_name: &name,
+            alpn: &[b"h2"],
+        };
+        let target = net::Target::new(net::Address::Resolved(ip), port, self.ip);
+        let dialed = net::dial(cx, &target, self.tls.then_some(&tls), |_, _| {}).await?;
+        if let Some(hs) = &dialed.handshake {
+            cx.report.set(&PROBE_GRPC_SSL, 1.0);
+            tls::record(cx.report, hs);
+        }
+        Ok(dialed.stream)
     }
 }
 
@@ -168,7 +172,7 @@ impl Prober for Spec {
             }
         };
         let port = url.port().unwrap_or(if self.tls { 443 } else { 80 });
-        let (ip, lookup) = cx.resolver.resolve(&host, self.ip, cx.report).await?;
+        let (ip, lookup) = net::resolve(cx, net::Address::Target(&host), self.ip).await?;
         cx.report.add(
             &PROBE_GRPC_DURATION_SECONDS,
             &[("phase", "resolve")],

@@ -2,6 +2,7 @@
 
 mod body;
 mod client;
+mod redirect;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,11 +49,6 @@ pub static PROBE_HTTP_STATUS_CODE: Family =
 pub static PROBE_HTTP_VERSION: Family = Family::gauge(
     "probe_http_version",
     "Returns the version of HTTP of the probe response",
-);
-/// `probe_failed_due_to_regex` (shared with the TCP prober).
-pub static PROBE_FAILED_DUE_TO_REGEX: Family = Family::gauge(
-    "probe_failed_due_to_regex",
-    "Indicates if probe failed due to regex",
 );
 /// `probe_http_last_modified_timestamp_seconds`.
 pub static PROBE_HTTP_LAST_MODIFIED_TIMESTAMP_SECONDS: Family = Family::gauge(
@@ -379,6 +375,9 @@ fn env_proxies() -> Result<(Option<Proxy>, Option<Proxy>), FieldError> {
     ))
 }
 
+/// Request headers in the order the config gives them (a name may repeat).
+type HeaderList = Vec<(HeaderName, HeaderValue)>;
+
 fn parse_status(s: &StatusCode) -> Result<(u16, u16), String> {
     match s {
         StatusCode::Code(c) => Ok((*c, *c)),
@@ -438,321 +437,19 @@ fn accept_encoding_allows(compression: &str, accept: &str) -> bool {
 
 impl Spec {
     /// Validates `section`; `base` is the config file's directory for relative file names.
+    /// The steps run in a fixed order, so a file with several mistakes reports the same one.
     pub fn build(section: &Section, base: &Path) -> Result<Spec, FieldError> {
-        let valid_status = section
-            .valid_status_codes
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                parse_status(s).map_err(|e| FieldError::new(format!("valid_status_codes[{i}]"), e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let method = match &section.method {
-            None => Method::GET,
-            Some(m) if m.is_empty() => Method::GET,
-            Some(m) => Method::from_bytes(m.as_bytes())
-                .map_err(|_| FieldError::new("method", format!("invalid HTTP method {m:?}")))?,
-        };
-        let compression = match section
-            .compression
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("") => None,
-            Some("gzip") => Some(Compression::Gzip),
-            Some("br") => Some(Compression::Br),
-            Some("deflate") => Some(Compression::Deflate),
-            Some("identity") => Some(Compression::Identity),
-            Some(other) => {
-                return Err(FieldError::new(
-                    "compression",
-                    format!(
-                        "unsupported compression algorithm {other:?} (use gzip, br, deflate or identity)"
-                    ),
-                ));
-            }
-        };
-        let mut headers = Vec::new();
-        let mut host_header = None;
-        for (k, v) in &section.headers {
-            if k.eq_ignore_ascii_case("host") {
-                host_header = Some(v.clone());
-                continue;
-            }
-            if k.eq_ignore_ascii_case("accept-encoding")
-                && !accept_encoding_allows(section.compression.as_deref().unwrap_or(""), v)
-            {
-                return Err(FieldError::new(
-                    format!("headers.{k}"),
-                    format!(
-                        "invalid configuration \"{k}: {v}\", \"compression: {}\": the Accept-Encoding header must allow the configured compression",
-                        section.compression.as_deref().unwrap_or("")
-                    ),
-                ));
-            }
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                FieldError::new(format!("headers.{k}"), format!("invalid header name {k:?}"))
-            })?;
-            let value = HeaderValue::from_str(v).map_err(|_| {
-                FieldError::new(
-                    format!("headers.{k}"),
-                    format!("invalid header value {v:?}"),
-                )
-            })?;
-            headers.push((name, value));
-        }
-        for (k, hv) in &section.http_headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                FieldError::new(
-                    format!("http_headers.{k}"),
-                    format!("invalid header name {k:?}"),
-                )
-            })?;
-            let mut values: Vec<String> = hv.values.clone();
-            values.extend(hv.secrets.iter().map(|s| s.expose().to_owned()));
-            let file_field = format!("http_headers.{k}.files");
-            for f in &hv.files {
-                let choice = Choice {
-                    file_field: &file_field,
-                    conflict: None,
-                };
-                values.extend(value_or_file::<String>(base, None, Some(f), choice)?);
-            }
-            for v in values {
-                let value = HeaderValue::from_str(&v).map_err(|_| {
-                    FieldError::new(format!("http_headers.{k}"), "invalid header value")
-                })?;
-                headers.push((name.clone(), value));
-            }
-        }
-
-        let mut auth_kinds = 0;
-        let mut authorization = None;
-        if let Some(b) = &section.basic_auth {
-            auth_kinds += 1;
-            let user = value_or_file(
-                base,
-                Some(b.username.clone()),
-                b.username_file.as_deref(),
-                Choice {
-                    file_field: "basic_auth.username_file",
-                    conflict: None,
-                },
-            )?
-            .unwrap_or_default();
-            let password = value_or_file(
-                base,
-                b.password.clone(),
-                b.password_file.as_deref(),
-                Choice {
-                    file_field: "basic_auth.password_file",
-                    conflict: Some(Conflict {
-                        field: "basic_auth",
-                        message: "at most one of basic_auth password & password_file must be configured",
-                    }),
-                },
-            )?;
-            let password = password.as_ref().map_or("", Secret::expose);
-            let token =
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            authorization = Some(format!("Basic {token}"));
-        }
-        let bearer = value_or_file(
-            base,
-            section.bearer_token.clone(),
-            section.bearer_token_file.as_deref(),
-            Choice {
-                file_field: "bearer_token_file",
-                conflict: Some(Conflict {
-                    field: "bearer_token",
-                    message: "at most one of bearer_token & bearer_token_file must be configured",
-                }),
-            },
-        )?;
-        if let Some(t) = bearer {
-            auth_kinds += 1;
-            authorization = Some(format!("Bearer {}", t.expose()));
-        }
-        if let Some(a) = &section.authorization {
-            auth_kinds += 1;
-            let kind = a.kind.clone().unwrap_or_else(|| "Bearer".into());
-            if kind.eq_ignore_ascii_case("basic") {
-                return Err(FieldError::new(
-                    "authorization.type",
-                    "authorization type cannot be set to \"basic\", use \"basic_auth\" instead",
-                ));
-            }
-            let creds = value_or_file(
-                base,
-                a.credentials.clone(),
-                a.credentials_file.as_deref(),
-                Choice {
-                    file_field: "authorization.credentials_file",
-                    conflict: Some(Conflict {
-                        field: "authorization",
-                        message: "at most one of authorization credentials & credentials_file must be configured",
-                    }),
-                },
-            )?;
-            let creds = creds.as_ref().map_or("", Secret::expose);
-            authorization = Some(format!("{kind} {creds}"));
-        }
-        if section.oauth2.is_some() {
-            auth_kinds += 1;
-        }
-        if auth_kinds > 1 {
-            return Err(FieldError::new(
-                "basic_auth",
-                "at most one of basic_auth, oauth2, bearer_token & bearer_token_file, authorization must be configured",
-            ));
-        }
-        let authorization = authorization
-            .map(|a| {
-                HeaderValue::from_str(&a)
-                    .map_err(|_| FieldError::new("basic_auth", "invalid credentials"))
-            })
-            .transpose()?
-            .map(|mut v| {
-                v.set_sensitive(true);
-                v
-            });
-
-        let body = value_or_file(
-            base,
-            section.body.clone().map(String::into_bytes),
-            section.body_file.as_deref(),
-            Choice {
-                file_field: "body_file",
-                conflict: Some(Conflict {
-                    field: "body",
-                    message: "at most one of body and body_file must be configured",
-                }),
-            },
-        )?
-        // An empty inline body is no body; an empty file is an empty one.
-        .filter(|b| !b.is_empty() || section.body_file.is_some())
-        .map(Bytes::from);
-
-        let mut header_matches = Vec::new();
-        let mut header_not_matches = Vec::new();
-        for (field, list, out) in [
-            (
-                "fail_if_header_matches",
-                &section.fail_if_header_matches,
-                &mut header_matches,
-            ),
-            (
-                "fail_if_header_not_matches",
-                &section.fail_if_header_not_matches,
-                &mut header_not_matches,
-            ),
-        ] {
-            for (i, m) in list.iter().enumerate() {
-                if m.header.is_empty() {
-                    return Err(FieldError::new(
-                        format!("{field}[{i}].header"),
-                        "header name must be set for HTTP header matchers",
-                    ));
-                }
-                if m.regexp.as_str().is_empty() {
-                    return Err(FieldError::new(
-                        format!("{field}[{i}].regexp"),
-                        "regexp must be set for HTTP header matchers",
-                    ));
-                }
-                let name = HeaderName::from_bytes(m.header.as_bytes()).map_err(|_| {
-                    FieldError::new(
-                        format!("{field}[{i}].header"),
-                        format!("invalid header name {:?}", m.header),
-                    )
-                })?;
-                out.push(HeaderMatcher {
-                    name,
-                    regexp: m.regexp.clone(),
-                    allow_missing: m.allow_missing,
-                });
-            }
-        }
-
+        let valid_status = build_status_codes(section)?;
+        let method = build_method(section)?;
+        let compression = build_compression(section)?;
+        let (headers, host_header) = build_headers(section, base)?;
+        let authorization = build_authorization(section, base)?;
+        let body = build_body(section, base)?;
+        let (header_matches, header_not_matches) = build_header_matchers(section)?;
         let tls = tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
             .map_err(|e| e.within("tls_config"))?;
-
-        let no_proxy: Vec<String> = section
-            .no_proxy
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .map(|s| s.trim().to_ascii_lowercase())
-            .filter(|s| !s.is_empty())
-            .collect();
-        let proxy = match &section.proxy_url {
-            Some(u) if !u.is_empty() => {
-                if section.proxy_from_environment {
-                    return Err(FieldError::new(
-                        "proxy_url",
-                        "if proxy_from_environment is configured, proxy_url must not be configured",
-                    ));
-                }
-                let url = url::Url::parse(u)
-                    .map_err(|e| FieldError::new("proxy_url", format!("invalid URL {u:?}: {e}")))?;
-                if url.scheme() != "http" {
-                    return Err(FieldError::new(
-                        "proxy_url",
-                        format!(
-                            "unsupported proxy scheme {:?}: lookout supports http:// proxies",
-                            url.scheme()
-                        ),
-                    ));
-                }
-                let mut connect_headers = Vec::new();
-                for (k, vs) in &section.proxy_connect_header {
-                    let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
-                        FieldError::new(format!("proxy_connect_header.{k}"), "invalid header name")
-                    })?;
-                    for v in vs {
-                        let value = HeaderValue::from_str(v.expose()).map_err(|_| {
-                            FieldError::new(
-                                format!("proxy_connect_header.{k}"),
-                                "invalid header value",
-                            )
-                        })?;
-                        connect_headers.push((name.clone(), value));
-                    }
-                }
-                Some(Proxy {
-                    url,
-                    connect_headers,
-                    no_proxy: no_proxy.clone(),
-                })
-            }
-            _ => {
-                if !no_proxy.is_empty() && !section.proxy_from_environment {
-                    return Err(FieldError::new(
-                        "no_proxy",
-                        "if no_proxy is configured, proxy_url must also be configured",
-                    ));
-                }
-                None
-            }
-        };
-
-        let mut unsupported = tls.unsupported.clone();
-        if section.oauth2.is_some() {
-            unsupported = Some("oauth2 is not supported by lookout yet".into());
-        }
-        if section.fail_if_body_json_matches_cel.is_some()
-            || section.fail_if_body_json_not_matches_cel.is_some()
-        {
-            unsupported = Some(
-                "CEL body matching (fail_if_body_json_*_cel) is not supported by lookout yet"
-                    .into(),
-            );
-        }
-        if section.enable_http3 {
-            unsupported = Some("enable_http3 is not supported by lookout".into());
-        }
-
+        let proxy = build_proxy(section)?;
+        let unsupported = unsupported_reason(section, &tls);
         let follow_redirects = match (section.follow_redirects, section.no_follow_redirects) {
             (Some(f), _) => f,
             (None, Some(n)) => !n,
@@ -813,6 +510,358 @@ impl Spec {
                 .any(|(a, b)| (*a..=*b).contains(&code))
         }
     }
+}
+
+/// `valid_status_codes`: codes, classes (`2xx`) and ranges as `(low, high)` pairs.
+fn build_status_codes(section: &Section) -> Result<Vec<(u16, u16)>, FieldError> {
+    section
+        .valid_status_codes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            parse_status(s).map_err(|e| FieldError::new(format!("valid_status_codes[{i}]"), e))
+        })
+        .collect::<Result<Vec<_>, _>>()
+}
+
+/// `method` (GET when empty).
+fn build_method(section: &Section) -> Result<Method, FieldError> {
+    let method = match &section.method {
+        None => Method::GET,
+        Some(m) if m.is_empty() => Method::GET,
+        Some(m) => Method::from_bytes(m.as_bytes())
+            .map_err(|_| FieldError::new("method", format!("invalid HTTP method {m:?}")))?,
+    };
+    Ok(method)
+}
+
+/// `compression`, which must be one blackbox knows.
+fn build_compression(section: &Section) -> Result<Option<Compression>, FieldError> {
+    let compression = match section
+        .compression
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("") => None,
+        Some("gzip") => Some(Compression::Gzip),
+        Some("br") => Some(Compression::Br),
+        Some("deflate") => Some(Compression::Deflate),
+        Some("identity") => Some(Compression::Identity),
+        Some(other) => {
+            return Err(FieldError::new(
+                "compression",
+                format!(
+                    "unsupported compression algorithm {other:?} (use gzip, br, deflate or identity)"
+                ),
+            ));
+        }
+    };
+    Ok(compression)
+}
+
+/// `headers` and `http_headers` (values, secrets and files, in that order); a `Host` entry
+/// becomes the Host override, and `Accept-Encoding` must allow the configured compression.
+fn build_headers(
+    section: &Section,
+    base: &Path,
+) -> Result<(HeaderList, Option<String>), FieldError> {
+    let mut headers = Vec::new();
+    let mut host_header = None;
+    for (k, v) in &section.headers {
+        if k.eq_ignore_ascii_case("host") {
+            host_header = Some(v.clone());
+            continue;
+        }
+        if k.eq_ignore_ascii_case("accept-encoding")
+            && !accept_encoding_allows(section.compression.as_deref().unwrap_or(""), v)
+        {
+            return Err(FieldError::new(
+                format!("headers.{k}"),
+                format!(
+                    "invalid configuration \"{k}: {v}\", \"compression: {}\": the Accept-Encoding header must allow the configured compression",
+                    section.compression.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            FieldError::new(format!("headers.{k}"), format!("invalid header name {k:?}"))
+        })?;
+        let value = HeaderValue::from_str(v).map_err(|_| {
+            FieldError::new(
+                format!("headers.{k}"),
+                format!("invalid header value {v:?}"),
+            )
+        })?;
+        headers.push((name, value));
+    }
+    for (k, hv) in &section.http_headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            FieldError::new(
+                format!("http_headers.{k}"),
+                format!("invalid header name {k:?}"),
+            )
+        })?;
+        let mut values: Vec<String> = hv.values.clone();
+        values.extend(hv.secrets.iter().map(|s| s.expose().to_owned()));
+        let file_field = format!("http_headers.{k}.files");
+        for f in &hv.files {
+            let choice = Choice {
+                file_field: &file_field,
+                conflict: None,
+            };
+            values.extend(value_or_file::<String>(base, None, Some(f), choice)?);
+        }
+        for v in values {
+            let value = HeaderValue::from_str(&v).map_err(|_| {
+                FieldError::new(format!("http_headers.{k}"), "invalid header value")
+            })?;
+            headers.push((name.clone(), value));
+        }
+    }
+    Ok((headers, host_header))
+}
+
+/// The Authorization header from `basic_auth`, `bearer_token(_file)` or `authorization`, at
+/// most one of them (oauth2 counts too); marked sensitive so it is never logged.
+fn build_authorization(section: &Section, base: &Path) -> Result<Option<HeaderValue>, FieldError> {
+    let mut auth_kinds = 0;
+    let mut authorization = None;
+    if let Some(b) = &section.basic_auth {
+        auth_kinds += 1;
+        let user = value_or_file(
+            base,
+            Some(b.username.clone()),
+            b.username_file.as_deref(),
+            Choice {
+                file_field: "basic_auth.username_file",
+                conflict: None,
+            },
+        )?
+        .unwrap_or_default();
+        let password = value_or_file(
+            base,
+            b.password.clone(),
+            b.password_file.as_deref(),
+            Choice {
+                file_field: "basic_auth.password_file",
+                conflict: Some(Conflict {
+                    field: "basic_auth",
+                    message: "at most one of basic_auth password & password_file must be configured",
+                }),
+            },
+        )?;
+        let password = password.as_ref().map_or("", Secret::expose);
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        authorization = Some(format!("Basic {token}"));
+    }
+    let bearer = value_or_file(
+        base,
+        section.bearer_token.clone(),
+        section.bearer_token_file.as_deref(),
+        Choice {
+            file_field: "bearer_token_file",
+            conflict: Some(Conflict {
+                field: "bearer_token",
+                message: "at most one of bearer_token & bearer_token_file must be configured",
+            }),
+        },
+    )?;
+    if let Some(t) = bearer {
+        auth_kinds += 1;
+        authorization = Some(format!("Bearer {}", t.expose()));
+    }
+    if let Some(a) = &section.authorization {
+        auth_kinds += 1;
+        let kind = a.kind.clone().unwrap_or_else(|| "Bearer".into());
+        if kind.eq_ignore_ascii_case("basic") {
+            return Err(FieldError::new(
+                "authorization.type",
+                "authorization type cannot be set to \"basic\", use \"basic_auth\" instead",
+            ));
+        }
+        let creds = value_or_file(
+            base,
+            a.credentials.clone(),
+            a.credentials_file.as_deref(),
+            Choice {
+                file_field: "authorization.credentials_file",
+                conflict: Some(Conflict {
+                    field: "authorization",
+                    message: "at most one of authorization credentials & credentials_file must be configured",
+                }),
+            },
+        )?;
+        let creds = creds.as_ref().map_or("", Secret::expose);
+        authorization = Some(format!("{kind} {creds}"));
+    }
+    if section.oauth2.is_some() {
+        auth_kinds += 1;
+    }
+    if auth_kinds > 1 {
+        return Err(FieldError::new(
+            "basic_auth",
+            "at most one of basic_auth, oauth2, bearer_token & bearer_token_file, authorization must be configured",
+        ));
+    }
+    let authorization = authorization
+        .map(|a| {
+            HeaderValue::from_str(&a)
+                .map_err(|_| FieldError::new("basic_auth", "invalid credentials"))
+        })
+        .transpose()?
+        .map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
+    Ok(authorization)
+}
+
+/// `body` or `body_file` (read once, at load).
+fn build_body(section: &Section, base: &Path) -> Result<Option<Bytes>, FieldError> {
+    let body = value_or_file(
+        base,
+        section.body.clone().map(String::into_bytes),
+        section.body_file.as_deref(),
+        Choice {
+            file_field: "body_file",
+            conflict: Some(Conflict {
+                field: "body",
+                message: "at most one of body and body_file must be configured",
+            }),
+        },
+    )?
+    // An empty inline body is no body; an empty file is an empty one.
+    .filter(|b| !b.is_empty() || section.body_file.is_some())
+    .map(Bytes::from);
+    Ok(body)
+}
+
+/// `fail_if_header_matches` and `fail_if_header_not_matches`.
+fn build_header_matchers(
+    section: &Section,
+) -> Result<(Vec<HeaderMatcher>, Vec<HeaderMatcher>), FieldError> {
+    let mut header_matches = Vec::new();
+    let mut header_not_matches = Vec::new();
+    for (field, list, out) in [
+        (
+            "fail_if_header_matches",
+            &section.fail_if_header_matches,
+            &mut header_matches,
+        ),
+        (
+            "fail_if_header_not_matches",
+            &section.fail_if_header_not_matches,
+            &mut header_not_matches,
+        ),
+    ] {
+        for (i, m) in list.iter().enumerate() {
+            if m.header.is_empty() {
+                return Err(FieldError::new(
+                    format!("{field}[{i}].header"),
+                    "header name must be set for HTTP header matchers",
+                ));
+            }
+            if m.regexp.as_str().is_empty() {
+                return Err(FieldError::new(
+                    format!("{field}[{i}].regexp"),
+                    "regexp must be set for HTTP header matchers",
+                ));
+            }
+            let name = HeaderName::from_bytes(m.header.as_bytes()).map_err(|_| {
+                FieldError::new(
+                    format!("{field}[{i}].header"),
+                    format!("invalid header name {:?}", m.header),
+                )
+            })?;
+            out.push(HeaderMatcher {
+                name,
+                regexp: m.regexp.clone(),
+                allow_missing: m.allow_missing,
+            });
+        }
+    }
+    Ok((header_matches, header_not_matches))
+}
+
+/// `proxy_url` with its `proxy_connect_header` and `no_proxy`; `no_proxy` alone is an error
+/// unless the proxy comes from the environment.
+fn build_proxy(section: &Section) -> Result<Option<Proxy>, FieldError> {
+    let no_proxy: Vec<String> = section
+        .no_proxy
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let proxy = match &section.proxy_url {
+        Some(u) if !u.is_empty() => {
+            if section.proxy_from_environment {
+                return Err(FieldError::new(
+                    "proxy_url",
+                    "if proxy_from_environment is configured, proxy_url must not be configured",
+                ));
+            }
+            let url = url::Url::parse(u)
+                .map_err(|e| FieldError::new("proxy_url", format!("invalid URL {u:?}: {e}")))?;
+            if url.scheme() != "http" {
+                return Err(FieldError::new(
+                    "proxy_url",
+                    format!(
+                        "unsupported proxy scheme {:?}: lookout supports http:// proxies",
+                        url.scheme()
+                    ),
+                ));
+            }
+            let mut connect_headers = Vec::new();
+            for (k, vs) in &section.proxy_connect_header {
+                let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                    FieldError::new(format!("proxy_connect_header.{k}"), "invalid header name")
+                })?;
+                for v in vs {
+                    let value = HeaderValue::from_str(v.expose()).map_err(|_| {
+                        FieldError::new(format!("proxy_connect_header.{k}"), "invalid header value")
+                    })?;
+                    connect_headers.push((name.clone(), value));
+                }
+            }
+            Some(Proxy {
+                url,
+                connect_headers,
+                no_proxy: no_proxy.clone(),
+            })
+        }
+        _ => {
+            if !no_proxy.is_empty() && !section.proxy_from_environment {
+                return Err(FieldError::new(
+                    "no_proxy",
+                    "if no_proxy is configured, proxy_url must also be configured",
+                ));
+            }
+            None
+        }
+    };
+    Ok(proxy)
+}
+
+/// Why lookout cannot run this module, if it cannot (the last reason that applies wins).
+fn unsupported_reason(section: &Section, tls: &tls::Spec) -> Option<String> {
+    let mut unsupported = tls.unsupported.clone();
+    if section.oauth2.is_some() {
+        unsupported = Some("oauth2 is not supported by lookout yet".into());
+    }
+    if section.fail_if_body_json_matches_cel.is_some()
+        || section.fail_if_body_json_not_matches_cel.is_some()
+    {
+        unsupported = Some(
+            "CEL body matching (fail_if_body_json_*_cel) is not supported by lookout yet".into(),
+        );
+    }
+    if section.enable_http3 {
+        unsupported = Some("enable_http3 is not supported by lookout".into());
+    }
+    unsupported
 }
 
 impl Spec {

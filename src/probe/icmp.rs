@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::probe::net;
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
 use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
@@ -102,7 +103,7 @@ impl Spec {
                 section.preferred_ip_protocol,
                 section.ip_protocol_fallback,
             ),
-            source_ip: super::tcp::parse_source_ip(&section.source_ip_address)?,
+            source_ip: net::parse_source_ip(&section.source_ip_address)?,
             payload_size: section.payload_size.unwrap_or(0),
             dont_fragment: section.dont_fragment,
             ttl: if ttl == 0 { 64 } else { ttl as u8 },
@@ -120,7 +121,7 @@ impl Prober for Spec {
             cx.report
                 .declare_labeled(&PROBE_ICMP_DURATION_SECONDS, &[("phase", phase)]);
         }
-        let (ip, lookup) = cx.resolver.resolve(&req.target, self.ip, cx.report).await?;
+        let (ip, lookup) = net::resolve(cx, net::Address::Target(&req.target), self.ip).await?;
         cx.report.add(
             &PROBE_ICMP_DURATION_SECONDS,
             &[("phase", "resolve")],
@@ -128,6 +129,7 @@ impl Prober for Spec {
         );
         // An IPv4-mapped IPv6 address is an IPv4 target, as for Go's To4.
         let peer = ip.to_canonical();
+        net::permit_icmp(cx.dial_policy, peer)?;
 
         let setup_start = Instant::now();
         let opts = Options {

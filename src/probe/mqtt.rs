@@ -16,10 +16,10 @@
 //! **Why rumqttc's codec and not its client.** rumqttc's `EventLoop` dials by itself (its
 //! `Network` cannot be built around a stream we provide), so with it lookout could neither time
 //! TCP, TLS and CONNECT separately nor see the TLS handshake (version, cipher, chain) that every
-//! other prober records. Instead the probe makes its own connection (`net::connect`,
-//! `tls::Spec::handshake`) and frames it with rumqttc's public `mqttbytes` codecs (v4 for 3.1.1,
-//! v5): rumqttc encodes and decodes every packet; this module only decides which packets to send,
-//! a fixed script of CONNECT, SUBSCRIBE, PUBLISH, PUBACK and DISCONNECT.
+//! other prober records. Instead the probe makes its own connection (`net::dial`, TLS included)
+//! and frames it with rumqttc's public `mqttbytes` codecs (v4 for 3.1.1, v5): rumqttc encodes
+//! and decodes every packet; this module only decides which packets to send, a fixed script of
+//! CONNECT, SUBSCRIBE, PUBLISH, PUBACK and DISCONNECT.
 //!
 //! Every path that got a CONNACK ends with DISCONNECT, and every path closes the stream (TLS
 //! close_notify included): the waits run under a deadline slightly earlier than the probe's, so
@@ -27,7 +27,6 @@
 
 mod session;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -39,7 +38,7 @@ use tracing::debug;
 
 use self::session::{Incoming, Message, Session, connack_text};
 
-use crate::probe::net::{self, Stream};
+use crate::probe::net;
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
 use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
@@ -358,7 +357,7 @@ impl Prober for Spec {
             DEFAULT_PORT
         };
         let (host, port) = net::split_host_default_port(&req.target, default_port)?;
-        let (ip, lookup) = cx.resolver.resolve(&host, self.ip, cx.report).await?;
+        let (ip, lookup) = net::resolve(cx, net::Address::Target(&host), self.ip).await?;
         cx.report.set_labeled(
             &PROBE_MQTT_DURATION_SECONDS,
             &[("phase", "resolve")],
@@ -366,44 +365,43 @@ impl Prober for Spec {
         );
         let deadline = wait_deadline(cx.deadline);
 
-        let addr = SocketAddr::new(ip, port);
-        let start = Instant::now();
-        let tcp = within(
-            deadline,
-            &format!("no TCP connection to {addr}"),
-            net::connect(addr, None),
-        )
-        .await;
-        cx.report.add(
-            &PROBE_MQTT_DURATION_SECONDS,
-            &[("phase", "connect")],
-            start.elapsed().as_secs_f64(),
-        );
-        let tcp = tcp?;
-        let stream = if self.tls {
-            let name = self
-                .tls_config
-                .server_name
-                .clone()
-                .unwrap_or_else(|| host.clone());
-            let start = Instant::now();
-            let hs = within(
-                deadline,
-                "no TLS handshake",
-                self.tls_config.handshake(tcp, &name, &[]),
-            )
-            .await;
-            cx.report.set_labeled(
-                &PROBE_MQTT_DURATION_SECONDS,
-                &[("phase", "tls")],
-                start.elapsed().as_secs_f64(),
-            );
-            let (tls_stream, hs) = hs?;
-            tls::record(cx.report, &hs);
-            Stream::Tls(Box::new(tls_stream))
-        } else {
-            Stream::Plain(tcp)
+        let name = self
+            .tls_config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.clone());
+        let tls = net::Tls {
+            spec: &self.tls_config,
+            server_name: &name,
+            alpn: &[],
         };
+        let target = net::Target {
+            bound: Some(deadline),
+            ..net::Target::new(net::Address::Resolved(ip), port, self.ip)
+        };
+        let dialed = net::dial(
+            cx,
+            &target,
+            self.tls.then_some(&tls),
+            |report, step| match step {
+                net::Step::Resolved { .. } => {}
+                net::Step::Connected { elapsed, .. } => report.add(
+                    &PROBE_MQTT_DURATION_SECONDS,
+                    &[("phase", "connect")],
+                    elapsed.as_secs_f64(),
+                ),
+                net::Step::Handshaken { elapsed, .. } => report.set_labeled(
+                    &PROBE_MQTT_DURATION_SECONDS,
+                    &[("phase", "tls")],
+                    elapsed.as_secs_f64(),
+                ),
+            },
+        )
+        .await?;
+        if let Some(hs) = &dialed.handshake {
+            tls::record(cx.report, hs);
+        }
+        let stream = dialed.stream;
 
         let mut session = Session::new(stream, self.version);
         let mut connected = false;

@@ -1,18 +1,266 @@
-//! Shared connection plumbing for the TCP-based probers: dialling (with an optional source
-//! address) and a stream that is plain TCP or TLS over TCP.
+//! The one way a prober reaches the network: resolve (through `resolve.rs`), ask the probe's
+//! `DialPolicy`, then connect (TCP, optionally from a source address, optionally TLS), or bind a
+//! UDP socket, or clear an ICMP destination. Nothing else in the crate opens a socket
+//! (`clippy.toml` makes the socket constructors an error outside this file), so a policy sees
+//! every address a probe uses, exactly as it is dialled.
 
+use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use tokio::time::Instant;
 
-use crate::probe::prober::{FailureKind, ProbeFailure};
+use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure};
+use crate::probe::report::Report;
+use crate::probe::resolve::IpPreference;
+use crate::probe::tls;
+use crate::values::FieldError;
+
+/// The transport of a dial, as the policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A TCP connection (TLS or not).
+    Tcp,
+    /// UDP datagrams (DNS over UDP).
+    Udp,
+    /// ICMP echo requests (the port is 0).
+    Icmp,
+}
+
+/// Decides whether a probe may use an address. It is asked with the address about to be
+/// dialled, after resolution, so a name cannot resolve one way for the check and another way
+/// for the connection.
+pub trait DialPolicy: fmt::Debug + Send + Sync {
+    /// `Ok` to go on; the error (normally `FailureKind::Blocked`) fails the probe.
+    fn check(&self, addr: SocketAddr, transport: Transport) -> Result<(), ProbeFailure>;
+}
+
+/// The policy `probe::run` uses today: every address is allowed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+impl DialPolicy for AllowAll {
+    fn check(&self, _: SocketAddr, _: Transport) -> Result<(), ProbeFailure> {
+        Ok(())
+    }
+}
+
+/// How a dial finds its address.
+#[derive(Debug, Clone, Copy)]
+pub enum Address<'s> {
+    /// The probe's target name: resolved with blackbox's `chooseProtocol`, recording
+    /// `probe_ip_protocol`, `probe_ip_addr_hash` and `probe_dns_lookup_time_seconds`.
+    Target(&'s str),
+    /// A name resolved without recording anything: redirect hops and proxies, which blackbox
+    /// resolves inside its HTTP transport.
+    Hop(&'s str),
+    /// An address from an earlier `resolve`, for callers with work between resolving and
+    /// dialling (HTTP puts the address into the URL, DNS builds its query).
+    Resolved(IpAddr),
+}
+
+/// Where and how `dial` and `dial_plain` connect.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'s> {
+    /// The address, or the name to resolve.
+    pub address: Address<'s>,
+    /// The TCP port.
+    pub port: u16,
+    /// `preferred_ip_protocol` and `ip_protocol_fallback`.
+    pub ip: IpPreference,
+    /// `source_ip_address`.
+    pub source: Option<IpAddr>,
+    /// Ends the connect and TLS steps early, with a `Timeout` failure naming the step; `None`
+    /// leaves them to the probe's deadline. MQTT uses it to keep time back for its goodbye.
+    pub bound: Option<Instant>,
+}
+
+impl<'s> Target<'s> {
+    /// `address:port` with the section's preference, no source address and no bound.
+    pub fn new(address: Address<'s>, port: u16, ip: IpPreference) -> Target<'s> {
+        Target {
+            address,
+            port,
+            ip,
+            source: None,
+            bound: None,
+        }
+    }
+}
+
+/// The TLS a dial does after connecting.
+#[derive(Debug, Clone, Copy)]
+pub struct Tls<'s> {
+    /// The validated `tls_config`.
+    pub spec: &'s tls::Spec,
+    /// The name sent as SNI and verified.
+    pub server_name: &'s str,
+    /// ALPN protocols offered, in order.
+    pub alpn: &'s [&'s [u8]],
+}
+
+/// A step of a dial, reported to the caller's observer as it ends, so each prober times and logs
+/// its own phases as it did when it dialled by itself.
+#[derive(Debug, Clone, Copy)]
+pub enum Step {
+    /// The address is known.
+    Resolved {
+        /// How long resolution took (zero for `Address::Resolved`).
+        lookup: Duration,
+    },
+    /// The connect step ended: connected, refused by the policy, failed or timed out.
+    Connected {
+        /// From the policy check to the end of the attempt.
+        elapsed: Duration,
+        /// Whether a connection was made.
+        ok: bool,
+    },
+    /// The TLS handshake ended.
+    Handshaken {
+        /// How long the handshake took.
+        elapsed: Duration,
+        /// Whether it succeeded.
+        ok: bool,
+    },
+}
+
+/// A connection made by `dial`.
+#[derive(Debug)]
+pub struct Dialed {
+    /// Plain TCP, or TLS over TCP when `dial` was given a `Tls`.
+    pub stream: Stream,
+    /// The handshake's facts, for `tls::record`, when TLS was done.
+    pub handshake: Option<tls::Handshake>,
+}
+
+/// Resolves `address` for a dial: the only way from a name to an address in the probers.
+/// Returns the address and the lookup time as `Resolver::resolve` and `Resolver::lookup` do.
+pub async fn resolve(
+    cx: &mut ProbeContext<'_>,
+    address: Address<'_>,
+    ip: IpPreference,
+) -> Result<(IpAddr, Duration), ProbeFailure> {
+    match address {
+        Address::Target(host) => cx.resolver.resolve(host, ip, cx.report).await,
+        Address::Hop(host) => cx.resolver.lookup(host, ip).await,
+        Address::Resolved(addr) => Ok((addr, Duration::ZERO)),
+    }
+}
+
+/// Dials `target` for every TCP-based prober: resolve, policy check, TCP connect, then TLS when
+/// `tls` is given. `observe` hears each step as it ends (with the report, to record phases).
+pub async fn dial(
+    cx: &mut ProbeContext<'_>,
+    target: &Target<'_>,
+    tls: Option<&Tls<'_>>,
+    mut observe: impl FnMut(&mut Report, Step),
+) -> Result<Dialed, ProbeFailure> {
+    let tcp = dial_tcp(cx, target, &mut observe).await?;
+    let Some(tls) = tls else {
+        return Ok(Dialed {
+            stream: Stream::Plain(tcp),
+            handshake: None,
+        });
+    };
+    let start = Instant::now();
+    let handshake = bounded(
+        target.bound,
+        || "no TLS handshake".into(),
+        upgrade(tcp, tls),
+    )
+    .await;
+    observe(
+        cx.report,
+        Step::Handshaken {
+            elapsed: start.elapsed(),
+            ok: handshake.is_ok(),
+        },
+    );
+    let (stream, hs) = handshake?;
+    Ok(Dialed {
+        stream,
+        handshake: Some(hs),
+    })
+}
+
+/// `dial` without TLS, for protocols that speak in plain text before upgrading with `upgrade`
+/// (PostgreSQL's SSLRequest, an HTTP proxy's CONNECT) and for TCP's STARTTLS.
+pub async fn dial_plain(
+    cx: &mut ProbeContext<'_>,
+    target: &Target<'_>,
+    mut observe: impl FnMut(&mut Report, Step),
+) -> Result<TcpStream, ProbeFailure> {
+    dial_tcp(cx, target, &mut observe).await
+}
+
+/// Resolve, check, connect: the steps every TCP dial shares.
+async fn dial_tcp(
+    cx: &mut ProbeContext<'_>,
+    target: &Target<'_>,
+    observe: &mut impl FnMut(&mut Report, Step),
+) -> Result<TcpStream, ProbeFailure> {
+    let (ip, lookup) = resolve(cx, target.address, target.ip).await?;
+    observe(cx.report, Step::Resolved { lookup });
+    let addr = SocketAddr::new(ip, target.port);
+    let start = Instant::now();
+    let tcp = match cx.dial_policy.check(addr, Transport::Tcp) {
+        Ok(()) => {
+            bounded(
+                target.bound,
+                || format!("no TCP connection to {addr}"),
+                connect(addr, target.source),
+            )
+            .await
+        }
+        Err(refused) => Err(refused),
+    };
+    observe(
+        cx.report,
+        Step::Connected {
+            elapsed: start.elapsed(),
+            ok: tcp.is_ok(),
+        },
+    );
+    tcp
+}
+
+/// Shakes hands over `tcp`: the TLS of `dial`, and the later upgrade of `dial_plain`'s callers.
+pub async fn upgrade(
+    tcp: TcpStream,
+    tls: &Tls<'_>,
+) -> Result<(Stream, tls::Handshake), ProbeFailure> {
+    let (stream, hs) = tls.spec.handshake(tcp, tls.server_name, tls.alpn).await?;
+    Ok((Stream::Tls(Box::new(stream)), hs))
+}
+
+/// Awaits `fut`, failing with `Timeout` ("`what` before the deadline") at `bound`.
+async fn bounded<T>(
+    bound: Option<Instant>,
+    what: impl FnOnce() -> String,
+    fut: impl Future<Output = Result<T, ProbeFailure>>,
+) -> Result<T, ProbeFailure> {
+    let Some(bound) = bound else {
+        return fut.await;
+    };
+    tokio::time::timeout_at(bound, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ProbeFailure::new(
+                FailureKind::Timeout,
+                format!("{} before the deadline", what()),
+            ))
+        })
+}
 
 /// Connects to `addr`, from `source` when given (blackbox's `source_ip_address`).
-pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ProbeFailure> {
+// The one place TCP connections are opened; `clippy.toml` forbids it elsewhere.
+#[allow(clippy::disallowed_methods)]
+async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ProbeFailure> {
     let fail = |e: io::Error| {
         ProbeFailure::new(FailureKind::Connect, format!("connecting to {addr}: {e}"))
     };
@@ -36,6 +284,57 @@ pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStre
     };
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// A UDP socket connected to `peer` once the policy allows it, bound to `source` or to the
+/// unspecified address of `peer`'s family.
+// The one place UDP sockets are opened; `clippy.toml` forbids it elsewhere.
+#[allow(clippy::disallowed_methods)]
+pub async fn bind_udp(
+    policy: &dyn DialPolicy,
+    peer: SocketAddr,
+    source: Option<IpAddr>,
+) -> Result<UdpSocket, ProbeFailure> {
+    policy.check(peer, Transport::Udp)?;
+    let ip = source.unwrap_or(match peer {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    });
+    let bind = SocketAddr::new(ip, 0);
+    let socket = UdpSocket::bind(bind).await.map_err(|e| {
+        ProbeFailure::new(
+            FailureKind::Connect,
+            format!("binding a UDP socket to {bind}: {e}"),
+        )
+    })?;
+    socket.connect(peer).await.map_err(|e| {
+        ProbeFailure::new(FailureKind::Connect, format!("connecting to {peer}: {e}"))
+    })?;
+    Ok(socket)
+}
+
+/// Asks the policy about an ICMP destination; the ICMP prober opens its own (datagram or raw)
+/// socket, so this is its only gate.
+pub fn permit_icmp(policy: &dyn DialPolicy, peer: IpAddr) -> Result<(), ProbeFailure> {
+    policy.check(SocketAddr::new(peer, 0), Transport::Icmp)
+}
+
+/// Validates a `source_ip_address` field (tcp, dns, icmp).
+pub fn parse_source_ip(s: &Option<String>) -> Result<Option<IpAddr>, FieldError> {
+    match s.as_deref() {
+        None | Some("") => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| FieldError::new("source_ip_address", format!("invalid IP address {v:?}"))),
+    }
+}
+
+/// Connects to a service of lookout's own (an Alertmanager of the `alerting:` section), not
+/// a probe target: no probe context and no dial policy, since the address comes from the
+/// config, never from a `/probe` request.
+pub async fn connect_service(addr: SocketAddr) -> Result<TcpStream, ProbeFailure> {
+    connect(addr, None).await
 }
 
 /// A connected stream: plain TCP or TLS over TCP.
@@ -145,6 +444,131 @@ pub fn split_host_default_port(target: &str, default: u16) -> Result<(String, u1
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use crate::probe::prober::ProbeRequest;
+    use crate::probe::resolve::Resolver;
+    use crate::probe::{ProbeSpec, dns, grpc, http, icmp, mqtt, postgres, redis, tcp};
+
+    /// Refuses every address and remembers what it was asked.
+    #[derive(Debug, Default)]
+    struct RefuseAll(Mutex<Vec<(SocketAddr, Transport)>>);
+
+    impl DialPolicy for RefuseAll {
+        fn check(&self, addr: SocketAddr, transport: Transport) -> Result<(), ProbeFailure> {
+            self.0.lock().unwrap().push((addr, transport));
+            Err(ProbeFailure::new(
+                FailureKind::Blocked,
+                format!("{addr} is not allowed"),
+            ))
+        }
+    }
+
+    fn spec(prober: &str, yaml: &str) -> ProbeSpec {
+        let base = Path::new(".");
+        macro_rules! build {
+            ($m:ident, $v:ident) => {
+                ProbeSpec::$v(
+                    $m::Spec::build(&serde_norway::from_str(yaml).unwrap(), base).unwrap(),
+                )
+            };
+        }
+        match prober {
+            "tcp" => build!(tcp, Tcp),
+            "http" => build!(http, Http),
+            "grpc" => build!(grpc, Grpc),
+            "redis" => build!(redis, Redis),
+            "postgres" => build!(postgres, Postgres),
+            "mqtt" => build!(mqtt, Mqtt),
+            "dns" => build!(dns, Dns),
+            "icmp" => build!(icmp, Icmp),
+            _ => unreachable!("{prober}"),
+        }
+    }
+
+    /// Runs `spec` against `target` under `policy`; returns why it failed.
+    async fn probe_under(spec: &ProbeSpec, target: String, policy: &RefuseAll) -> ProbeFailure {
+        let resolver = Resolver::system();
+        let mut report = Report::new();
+        let mut cx = ProbeContext {
+            deadline: Instant::now() + Duration::from_secs(5),
+            resolver: &resolver,
+            dial_policy: policy,
+            report: &mut report,
+        };
+        let req = ProbeRequest {
+            target,
+            hostname: None,
+        };
+        spec.probe(&req, &mut cx).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_refused_address_is_never_dialled() {
+        // A real listener: had any prober connected, the connection would wait in its backlog.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cases = [
+            ("tcp", "{}", addr.to_string()),
+            ("tcp", "{tls: true}", addr.to_string()),
+            ("http", "{}", format!("http://{addr}/")),
+            ("http", "{}", format!("https://{addr}/")),
+            ("grpc", "{}", addr.to_string()),
+            ("redis", "{}", addr.to_string()),
+            ("postgres", "{user: probe}", addr.to_string()),
+            ("mqtt", "{}", addr.to_string()),
+            (
+                "dns",
+                "{query_name: example.org, transport_protocol: tcp}",
+                addr.to_string(),
+            ),
+        ];
+        for (prober, yaml, target) in cases {
+            let policy = RefuseAll::default();
+            let failure = probe_under(&spec(prober, yaml), target, &policy).await;
+            assert_eq!(failure.kind, FailureKind::Blocked, "{prober}: {failure}");
+            assert_eq!(failure.message, format!("{addr} is not allowed"));
+            assert_eq!(
+                *policy.0.lock().unwrap(),
+                [(addr, Transport::Tcp)],
+                "{prober}"
+            );
+            let accepted = listener.accept();
+            assert!(
+                matches!(&accepted, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+                "{prober} reached the listener: {accepted:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    // The test's own loopback server, not a probe's socket.
+    #[allow(clippy::disallowed_methods)]
+    async fn a_refused_datagram_is_never_sent() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_nonblocking(true).unwrap();
+        let addr = server.local_addr().unwrap();
+        let policy = RefuseAll::default();
+        let dns = spec("dns", "{query_name: example.org}");
+        let failure = probe_under(&dns, addr.to_string(), &policy).await;
+        assert_eq!(failure.kind, FailureKind::Blocked, "{failure}");
+        assert_eq!(*policy.0.lock().unwrap(), [(addr, Transport::Udp)]);
+        let mut buf = [0u8; 512];
+        let got = server.recv(&mut buf);
+        assert!(
+            matches!(&got, Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "a datagram arrived: {got:?}"
+        );
+
+        let policy = RefuseAll::default();
+        let failure = probe_under(&spec("icmp", "{}"), "127.0.0.1".into(), &policy).await;
+        assert_eq!(failure.kind, FailureKind::Blocked, "{failure}");
+        let peer = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 0);
+        assert_eq!(*policy.0.lock().unwrap(), [(peer, Transport::Icmp)]);
+    }
 
     #[test]
     fn host_port_forms() {

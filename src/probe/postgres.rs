@@ -2,9 +2,10 @@
 //! recovery state, and optionally run a query in a read-only transaction and check the age of
 //! the timestamp it returns.
 //!
-//! The TCP connection and TLS are ours (`net::connect`, `tls::Spec`), so every phase is timed
-//! and the certificate facts are recorded as in the other probers; tokio-postgres speaks the
-//! protocol from the startup message on, over the stream we hand it (`Config::connect_raw`).
+//! The TCP connection and TLS are ours (`net::dial_plain`, then `net::upgrade`), so every phase
+//! is timed and the certificate facts are recorded as in the other probers; tokio-postgres
+//! speaks the protocol from the startup message on, over the stream we hand it
+//! (`Config::connect_raw`).
 //! We send the SSLRequest ourselves, so tokio-postgres always sees an already-negotiated stream.
 //!
 //! `sslmode` follows libpq: `disable` (plain), `prefer` (TLS when the server accepts the
@@ -19,7 +20,6 @@
 //! spawned task), so the deadline in `probe::run` dropping that future closes the socket, and the
 //! query's `statement_timeout` is the time left, so the server gives up on it too.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +35,7 @@ use tracing::debug;
 
 use crate::probe::net::{self, Stream};
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
-use crate::probe::report::Family;
+use crate::probe::report::{Family, Report};
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
 use crate::secret::Secret;
@@ -300,17 +300,17 @@ impl Prober for Spec {
                 .declare_labeled(&PROBE_POSTGRES_DURATION_SECONDS, &[("phase", phase)]);
         }
         let (host, port) = net::split_host_default_port(&req.target, DEFAULT_PORT)?;
-        let (ip, lookup) = cx.resolver.resolve(&host, self.ip, cx.report).await?;
-        record(cx, "resolve", lookup);
-
-        let start = Instant::now();
-        let tcp = net::connect(SocketAddr::new(ip, port), None).await;
-        record(cx, "connect", start.elapsed());
-        let tcp = tcp?;
+        let target = net::Target::new(net::Address::Target(&host), port, self.ip);
+        let tcp = net::dial_plain(cx, &target, |report, step| match step {
+            net::Step::Resolved { lookup, .. } => record(report, "resolve", lookup),
+            net::Step::Connected { elapsed, .. } => record(report, "connect", elapsed),
+            net::Step::Handshaken { .. } => {}
+        })
+        .await?;
 
         let start = Instant::now();
         let stream = self.negotiate_tls(tcp, &host, cx).await;
-        record(cx, "tls", start.elapsed());
+        record(cx.report, "tls", start.elapsed());
         let stream = stream?;
 
         let mut config = tokio_postgres::Config::new();
@@ -327,7 +327,7 @@ impl Prober for Spec {
         }
         let start = Instant::now();
         let connected = config.connect_raw(stream, NoTls).await;
-        record(cx, "auth", start.elapsed());
+        record(cx.report, "auth", start.elapsed());
         let (client, connection) = connected.map_err(|e| self.startup_failure(&e))?;
         debug!("authenticated");
 
@@ -355,7 +355,7 @@ impl Prober for Spec {
                 }
             }
         };
-        record(cx, "query", start.elapsed());
+        record(cx.report, "query", start.elapsed());
         // Without a client the connection sends Terminate and closes the socket.
         drop(client);
         if !connection_ended && let Err(e) = connection.await {
@@ -365,8 +365,8 @@ impl Prober for Spec {
     }
 }
 
-fn record(cx: &mut ProbeContext<'_>, phase: &'static str, d: Duration) {
-    cx.report.add(
+fn record(report: &mut Report, phase: &'static str, d: Duration) {
+    report.add(
         &PROBE_POSTGRES_DURATION_SECONDS,
         &[("phase", phase)],
         d.as_secs_f64(),
@@ -413,9 +413,14 @@ impl Spec {
             }
         }
         let name = spec.server_name.clone().unwrap_or_else(|| host.to_owned());
-        let (stream, hs) = spec.handshake(tcp, &name, &[b"postgresql"]).await?;
+        let tls = net::Tls {
+            spec,
+            server_name: &name,
+            alpn: &[b"postgresql"],
+        };
+        let (stream, hs) = net::upgrade(tcp, &tls).await?;
         tls::record(cx.report, &hs);
-        Ok(Stream::Tls(Box::new(stream)))
+        Ok(stream)
     }
 
     /// Why startup (authentication, database selection) failed, with the server's message.

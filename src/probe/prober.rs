@@ -4,6 +4,7 @@ use std::fmt;
 
 use tokio::time::Instant;
 
+use crate::probe::net::DialPolicy;
 use crate::probe::report::Report;
 use crate::probe::resolve::Resolver;
 
@@ -16,6 +17,8 @@ pub enum FailureKind {
     Resolve,
     /// The TCP connection could not be made.
     Connect,
+    /// The probe's `DialPolicy` refused the address.
+    Blocked,
     /// The TLS handshake or certificate check failed.
     Tls,
     /// The probe did not finish before its deadline.
@@ -37,6 +40,7 @@ impl FailureKind {
             FailureKind::InvalidTarget => "invalid_target",
             FailureKind::Resolve => "resolve",
             FailureKind::Connect => "connect",
+            FailureKind::Blocked => "blocked",
             FailureKind::Tls => "tls",
             FailureKind::Timeout => "timeout",
             FailureKind::Protocol => "protocol",
@@ -89,6 +93,8 @@ pub struct ProbeContext<'a> {
     pub deadline: Instant,
     /// The only way from a name to an address.
     pub resolver: &'a Resolver,
+    /// Asked before every connection or datagram, with the address dialled (`net.rs`).
+    pub dial_policy: &'a dyn DialPolicy,
     /// Where measurements go as they are made.
     pub report: &'a mut Report,
 }

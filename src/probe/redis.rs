@@ -5,7 +5,7 @@
 //! (AUTH, then SELECT when `db` is set) and `ping`. ROLE, read only with `expect_role`, is not a
 //! phase of its own; it counts in `probe_duration_seconds`.
 //!
-//! The probe makes its own connection (`net::connect`, `tls::Spec::handshake`, so TLS facts are
+//! The probe makes its own connection (`net::dial`, with TLS through `tls::Spec`, so TLS facts are
 //! recorded as in every other prober) and hands it to the `redis` crate's
 //! `aio::MultiplexedConnection`, which speaks RESP on it. The connection is created with no
 //! set-up commands at all (no credentials, database 0, no `CLIENT SETINFO`), so each command the
@@ -13,7 +13,6 @@
 //! than `MAX_READ` bytes in total.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -247,40 +246,34 @@ impl Prober for Spec {
                 .declare_labeled(&PROBE_REDIS_DURATION_SECONDS, &[("phase", phase)]);
         }
         let (host, port) = net::split_host_default_port(&req.target, DEFAULT_PORT)?;
-        let (ip, lookup) = cx.resolver.resolve(&host, self.ip, cx.report).await?;
-        cx.report.set_labeled(
-            &PROBE_REDIS_DURATION_SECONDS,
-            &[("phase", "resolve")],
-            lookup.as_secs_f64(),
-        );
-
-        let start = Instant::now();
-        let tcp = net::connect(SocketAddr::new(ip, port), None).await;
-        cx.report.set_labeled(
-            &PROBE_REDIS_DURATION_SECONDS,
-            &[("phase", "connect")],
-            start.elapsed().as_secs_f64(),
-        );
-        let tcp = tcp?;
-        let stream = if self.tls {
-            let name = self
-                .tls_config
-                .server_name
-                .clone()
-                .unwrap_or_else(|| host.clone());
-            let start = Instant::now();
-            let hs = self.tls_config.handshake(tcp, &name, &[]).await;
-            cx.report.set_labeled(
-                &PROBE_REDIS_DURATION_SECONDS,
-                &[("phase", "tls")],
-                start.elapsed().as_secs_f64(),
-            );
-            let (tls_stream, hs) = hs?;
-            tls::record(cx.report, &hs);
-            Stream::Tls(Box::new(tls_stream))
-        } else {
-            Stream::Plain(tcp)
+        let name = self
+            .tls_config
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.clone());
+        let tls = net::Tls {
+            spec: &self.tls_config,
+            server_name: &name,
+            alpn: &[],
         };
+        let target = net::Target::new(net::Address::Target(&host), port, self.ip);
+        let dialed = net::dial(cx, &target, self.tls.then_some(&tls), |report, step| {
+            let (phase, elapsed) = match step {
+                net::Step::Resolved { lookup, .. } => ("resolve", lookup),
+                net::Step::Connected { elapsed, .. } => ("connect", elapsed),
+                net::Step::Handshaken { elapsed, .. } => ("tls", elapsed),
+            };
+            report.set_labeled(
+                &PROBE_REDIS_DURATION_SECONDS,
+                &[("phase", phase)],
+                elapsed.as_secs_f64(),
+            );
+        })
+        .await?;
+        if let Some(hs) = &dialed.handshake {
+            tls::record(cx.report, hs);
+        }
+        let stream = dialed.stream;
         let stream = Capped {
             inner: stream,
             left: MAX_READ,
@@ -433,6 +426,8 @@ mod tests {
     }
 
     #[tokio::test]
+    // The test is the client of its own loopback server, not a probe.
+    #[allow(clippy::disallowed_methods)]
     async fn reads_are_capped() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

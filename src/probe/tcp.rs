@@ -1,14 +1,13 @@
 //! `prober: tcp`: connect (optionally over TLS), then blackbox's `query_response` dialogue with
 //! STARTTLS, regex expectations with capture substitution, and byte expectations.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
-use crate::probe::http::PROBE_FAILED_DUE_TO_REGEX;
+use crate::probe::expect::PROBE_FAILED_DUE_TO_REGEX;
 use crate::probe::net::{self, Stream};
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
 use crate::probe::query_response::LineReader;
@@ -96,17 +95,6 @@ pub struct Spec {
     pub tls_config: tls::Spec,
 }
 
-/// Validates a source address field.
-pub fn parse_source_ip(s: &Option<String>) -> Result<Option<std::net::IpAddr>, FieldError> {
-    match s.as_deref() {
-        None | Some("") => Ok(None),
-        Some(v) => v
-            .parse()
-            .map(Some)
-            .map_err(|_| FieldError::new("source_ip_address", format!("invalid IP address {v:?}"))),
-    }
-}
-
 impl Spec {
     /// Validates `section`.
     pub fn build(section: &Section, base: &Path) -> Result<Spec, FieldError> {
@@ -136,7 +124,7 @@ impl Spec {
                 section.preferred_ip_protocol,
                 section.ip_protocol_fallback,
             ),
-            source_ip: parse_source_ip(&section.source_ip_address)?,
+            source_ip: net::parse_source_ip(&section.source_ip_address)?,
             query_response: section.query_response.clone(),
             tls: section.tls,
             tls_config: tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
@@ -157,21 +145,30 @@ impl Prober for Spec {
             cx.report.declare(&PROBE_FAILED_DUE_TO_BYTES);
         }
         let (host, port) = net::split_host_port(&req.target)?;
-        let (ip, _) = cx.resolver.resolve(&host, self.ip, cx.report).await?;
-        let tcp = net::connect(SocketAddr::new(ip, port), self.source_ip).await?;
-        debug!("Successfully dialed");
         let server_name = self
             .tls_config
             .server_name
             .clone()
             .unwrap_or_else(|| host.clone());
-        let mut stream = if self.tls {
-            let (tls_stream, hs) = self.tls_config.handshake(tcp, &server_name, &[]).await?;
-            tls::record(cx.report, &hs);
-            Stream::Tls(Box::new(tls_stream))
-        } else {
-            Stream::Plain(tcp)
+        let target = net::Target {
+            source: self.source_ip,
+            ..net::Target::new(net::Address::Target(&host), port, self.ip)
         };
+        let tls = net::Tls {
+            spec: &self.tls_config,
+            server_name: &server_name,
+            alpn: &[],
+        };
+        let dialed = net::dial(cx, &target, self.tls.then_some(&tls), |_, step| {
+            if let net::Step::Connected { ok: true, .. } = step {
+                debug!("Successfully dialed");
+            }
+        })
+        .await?;
+        if let Some(hs) = &dialed.handshake {
+            tls::record(cx.report, hs);
+        }
+        let mut stream = dialed.stream;
 
         let mut lines = LineReader::default();
         for (i, step) in self.query_response.iter().enumerate() {
@@ -271,10 +268,10 @@ impl Prober for Spec {
                         "starttls on a connection that is already TLS",
                     ));
                 };
-                let (tls_stream, hs) = self.tls_config.handshake(tcp, &server_name, &[]).await?;
+                let (upgraded, hs) = net::upgrade(tcp, &tls).await?;
                 debug!("TLS Handshake (client) succeeded");
                 tls::record(cx.report, &hs);
-                stream = Stream::Tls(Box::new(tls_stream));
+                stream = upgraded;
                 lines.reset();
             }
         }

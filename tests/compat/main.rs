@@ -7,6 +7,9 @@
 //!
 //! Run: `cargo test --test compat`.
 
+// The tests are clients and servers of their own, not probes: they open sockets directly.
+#![allow(clippy::disallowed_methods)]
+
 #[path = "../it/support/mod.rs"]
 mod support;
 

@@ -1,5 +1,8 @@
 //! lookout's integration tests: one binary, real servers on loopback (see support/).
 
+// The tests are clients and servers of their own, not probes: they open sockets directly.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 /// Config loading: every documented field, and one golden error per bad file.

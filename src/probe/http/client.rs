@@ -1,7 +1,7 @@
 //! One HTTP probe: resolve, connect, TLS, request, redirects and response checks, timed per phase
 //! the way blackbox's `httptrace` hooks time them, on a hyper connection we drive ourselves.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -16,12 +16,14 @@ use tracing::debug;
 use url::Url;
 
 use super::body;
+use super::redirect::{self, Origin};
 use super::{
-    MAX_REDIRECTS, PROBE_FAILED_DUE_TO_REGEX, PROBE_HTTP_CONTENT_LENGTH,
-    PROBE_HTTP_DURATION_SECONDS, PROBE_HTTP_LAST_MODIFIED_TIMESTAMP_SECONDS, PROBE_HTTP_REDIRECTS,
-    PROBE_HTTP_SSL, PROBE_HTTP_STATUS_CODE, PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH,
-    PROBE_HTTP_VERSION, Proxy, Spec, regex_failure,
+    PROBE_HTTP_CONTENT_LENGTH, PROBE_HTTP_DURATION_SECONDS,
+    PROBE_HTTP_LAST_MODIFIED_TIMESTAMP_SECONDS, PROBE_HTTP_REDIRECTS, PROBE_HTTP_SSL,
+    PROBE_HTTP_STATUS_CODE, PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH, PROBE_HTTP_VERSION, Proxy, Spec,
+    regex_failure,
 };
+use crate::probe::expect::PROBE_FAILED_DUE_TO_REGEX;
 use crate::probe::net::{self, Stream};
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest};
 use crate::probe::report::Report;
@@ -39,26 +41,26 @@ impl Drop for AbortOnDrop {
 }
 
 /// Where and how one request of the redirect chain is sent.
-struct Hop {
+pub(super) struct Hop {
     /// The request URL; its host may be the resolved IP, as blackbox substitutes it.
-    url: Url,
+    pub url: Url,
     /// The Host header (HTTP/1) or `:authority` (HTTP/2).
-    host_header: String,
+    pub host_header: String,
     /// The TLS server name.
-    sni: String,
+    pub sni: String,
     /// The address already resolved for this hop (the first hop's `chooseProtocol` result).
-    ip: Option<IpAddr>,
-    method: Method,
-    body: Option<Bytes>,
+    pub ip: Option<IpAddr>,
+    pub method: Method,
+    pub body: Option<Bytes>,
     /// Headers copied from the configuration (may be trimmed on cross-host redirects).
-    headers: HeaderMap,
+    pub headers: HeaderMap,
 }
 
 fn phase(report: &mut Report, name: &str, secs: f64) {
     report.add(&PROBE_HTTP_DURATION_SECONDS, &[("phase", name)], secs);
 }
 
-fn authority(url: &Url) -> String {
+pub(super) fn authority(url: &Url) -> String {
     let host = match url.host() {
         Some(url::Host::Ipv6(a)) => format!("[{a}]"),
         Some(h) => h.to_string(),
@@ -70,7 +72,7 @@ fn authority(url: &Url) -> String {
     }
 }
 
-fn bare_host(url: &Url) -> String {
+pub(super) fn bare_host(url: &Url) -> String {
     match url.host() {
         Some(url::Host::Ipv6(a)) => a.to_string(),
         Some(h) => h.to_string(),
@@ -85,84 +87,110 @@ fn with_host(url: &Url, ip: IpAddr) -> Url {
     u
 }
 
-/// Runs the probe: blackbox's `ProbeHTTP`.
+/// Runs the probe: blackbox's `ProbeHTTP`, as the steps below.
 pub(super) async fn probe(
     spec: &Spec,
     req: &ProbeRequest,
     cx: &mut ProbeContext<'_>,
 ) -> Result<(), ProbeFailure> {
-    {
-        let r = &mut *cx.report;
-        for f in [
-            &PROBE_HTTP_CONTENT_LENGTH,
-            &PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH,
-            &PROBE_HTTP_REDIRECTS,
-            &PROBE_HTTP_SSL,
-            &PROBE_HTTP_STATUS_CODE,
-            &PROBE_HTTP_VERSION,
-            &PROBE_FAILED_DUE_TO_REGEX,
-        ] {
-            r.declare(f);
-        }
-    }
+    declare_families(cx.report);
     if let Some(reason) = &spec.unsupported {
         return Err(ProbeFailure::new(FailureKind::Unsupported, reason.clone()));
     }
-    let target = if req.target.starts_with("http://") || req.target.starts_with("https://") {
-        req.target.clone()
+    let target_url = parse_target(&req.target)?;
+    let ip = resolve_target(spec, &target_url, cx).await?;
+    for p in ["connect", "tls", "processing", "transfer"] {
+        cx.report
+            .declare_labeled(&PROBE_HTTP_DURATION_SECONDS, &[("phase", p)]);
+    }
+    let (origin, first) = prepare_request(spec, req, &target_url, ip);
+    let exchange = run_exchange(spec, &origin, first, cx).await?;
+    check_final_response(spec, exchange, cx).await
+}
+
+/// Declares the families blackbox registers before it sends anything, so they read 0 when the
+/// probe fails early.
+fn declare_families(report: &mut Report) {
+    for f in [
+        &PROBE_HTTP_CONTENT_LENGTH,
+        &PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH,
+        &PROBE_HTTP_REDIRECTS,
+        &PROBE_HTTP_SSL,
+        &PROBE_HTTP_STATUS_CODE,
+        &PROBE_HTTP_VERSION,
+        &PROBE_FAILED_DUE_TO_REGEX,
+    ] {
+        report.declare(f);
+    }
+}
+
+/// The target as a URL; `http://` is assumed when it has no scheme, as blackbox does.
+fn parse_target(target: &str) -> Result<Url, ProbeFailure> {
+    let target = if target.starts_with("http://") || target.starts_with("https://") {
+        target.to_owned()
     } else {
-        format!("http://{}", req.target)
+        format!("http://{target}")
     };
-    let target_url = Url::parse(&target).map_err(|e| {
+    let url = Url::parse(&target).map_err(|e| {
         ProbeFailure::new(
             FailureKind::InvalidTarget,
             format!("could not parse target URL {target:?}: {e}"),
         )
     })?;
-    if target_url.host().is_none() {
+    if url.host().is_none() {
         return Err(ProbeFailure::new(
             FailureKind::InvalidTarget,
             format!("target URL {target:?} has no host"),
         ));
     }
-    let target_host = bare_host(&target_url);
-    let proxy = spec.proxy_for(&target_url);
+    Ok(url)
+}
 
-    let mut ip = None;
-    if !(spec.skip_resolve_phase_with_proxy && proxy.is_some()) {
-        let result = cx.resolver.resolve(&target_host, spec.ip, cx.report).await;
-        match result {
-            Ok((addr, lookup)) => {
-                phase(cx.report, "resolve", lookup.as_secs_f64());
-                ip = Some(addr);
-            }
-            Err(e) => {
-                phase(cx.report, "resolve", 0.0);
-                return Err(e);
-            }
+/// Resolves the target's host (blackbox's `chooseProtocol`, recording `probe_ip_*` and the
+/// resolve phase), unless `skip_resolve_phase_with_proxy` leaves it to the proxy.
+async fn resolve_target(
+    spec: &Spec,
+    target_url: &Url,
+    cx: &mut ProbeContext<'_>,
+) -> Result<Option<IpAddr>, ProbeFailure> {
+    if spec.skip_resolve_phase_with_proxy && spec.proxy_for(target_url).is_some() {
+        return Ok(None);
+    }
+    let host = bare_host(target_url);
+    match net::resolve(cx, net::Address::Target(&host), spec.ip).await {
+        Ok((addr, lookup)) => {
+            phase(cx.report, "resolve", lookup.as_secs_f64());
+            Ok(Some(addr))
+        }
+        Err(e) => {
+            phase(cx.report, "resolve", 0.0);
+            Err(e)
         }
     }
-    for p in ["connect", "tls", "processing", "transfer"] {
-        cx.report
-            .declare_labeled(&PROBE_HTTP_DURATION_SECONDS, &[("phase", p)]);
-    }
+}
 
+/// The first request: its URL (with the resolved address as host, as blackbox rewrites it), Host
+/// header, TLS name and headers (the module's, plus our User-Agent unless it sets one).
+fn prepare_request(
+    spec: &Spec,
+    req: &ProbeRequest,
+    target_url: &Url,
+    ip: Option<IpAddr>,
+) -> (Origin, Hop) {
     let host_override = req.hostname.clone().or_else(|| spec.host_header.clone());
-    let orig_host_header = host_override
+    let host_header = host_override
         .clone()
-        .unwrap_or_else(|| authority(&target_url));
-    let first_sni = spec
+        .unwrap_or_else(|| authority(target_url));
+    let sni = spec
         .tls
         .server_name
         .clone()
-        .or_else(|| host_override.clone())
-        .unwrap_or_else(|| target_host.clone());
-    let first_url = match ip {
-        Some(addr) => with_host(&target_url, addr),
+        .or(host_override)
+        .unwrap_or_else(|| bare_host(target_url));
+    let url = match ip {
+        Some(addr) => with_host(target_url, addr),
         None => target_url.clone(),
     };
-    let first_authority = authority(&first_url);
-
     let mut headers = HeaderMap::new();
     for (k, v) in &spec.headers {
         headers.append(k.clone(), v.clone());
@@ -170,30 +198,58 @@ pub(super) async fn probe(
     if !headers.contains_key(header::USER_AGENT) {
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
     }
-
-    let mut hop = Hop {
-        url: first_url,
-        host_header: orig_host_header.clone(),
-        sni: first_sni.clone(),
+    let origin = Origin {
+        host_header: host_header.clone(),
+        sni: sni.clone(),
+        authority: authority(&url),
+        ip,
+    };
+    let hop = Hop {
+        url,
+        host_header,
+        sni,
         ip,
         method: spec.method.clone(),
         body: spec.body.clone(),
         headers,
     };
-    // A fresh RFC 6265 jar per probe, as blackbox gives each probe a new Go cookie jar.
+    (origin, hop)
+}
+
+/// The request chain's end: the final response (or the redirect not followed) and what the
+/// checks need to know about how it came.
+struct Exchange {
+    response: http::Response<Incoming>,
+    /// The TLS handshake of the final request, if it was over TLS.
+    handshake: Option<tls::Handshake>,
+    /// The final response is a redirect that was not followed: its body is not read.
+    unfollowed: bool,
+    /// Why following a redirect failed, if it did.
+    failure: Option<ProbeFailure>,
+    redirects: usize,
+    /// When the final response's head arrived: the start of the transfer phase.
+    response_start: Instant,
+    _driver: AbortOnDrop,
+}
+
+/// Sends the first request and follows redirects (`redirect.rs`), keeping cookies in a fresh RFC
+/// 6265 jar per probe, as blackbox gives each probe a new Go cookie jar.
+async fn run_exchange(
+    spec: &Spec,
+    origin: &Origin,
+    mut hop: Hop,
+    cx: &mut ProbeContext<'_>,
+) -> Result<Exchange, ProbeFailure> {
     let mut cookies = cookie_store::CookieStore::default();
     let mut redirects = 0usize;
-    let mut failure: Option<ProbeFailure> = None;
     let mut hop_index = 0usize;
-
-    let (response, over_tls, request_errored, response_start, _driver) = loop {
-        let sent = send(spec, &hop, hop_index, &cookies, cx).await?;
+    loop {
         let SentRequest {
             response,
             handshake,
             response_start,
             _driver,
-        } = sent;
+        } = send(spec, &hop, hop_index, &cookies, cx).await?;
         for v in response.headers().get_all(header::SET_COOKIE) {
             if let Ok(s) = v.to_str() {
                 // A cookie the jar refuses (bad domain, malformed) is ignored, as Go's jar does.
@@ -206,119 +262,71 @@ pub(super) async fn probe(
             .get(header::LOCATION)
             .and_then(|l| l.to_str().ok())
             .map(str::to_owned);
-        let redirect_kind = match status {
-            301..=303 => Some(false),
-            307 | 308 => Some(true),
-            _ => None,
-        };
-        let (Some(keep_method), Some(loc)) = (redirect_kind, location) else {
-            break (response, handshake, false, response_start, _driver);
-        };
-        debug!(location = %loc, "Received redirect");
-        redirects = hop_index + 1;
-        if redirects > MAX_REDIRECTS || !spec.follow_redirects {
-            debug!("Not following redirect");
-            break (response, handshake, true, response_start, _driver);
-        }
-        let next = match hop.url.join(&loc) {
-            Ok(u) => u,
-            Err(e) => {
-                failure = Some(ProbeFailure::new(
-                    FailureKind::Protocol,
-                    format!("invalid redirect location {loc:?}: {e}"),
-                ));
-                break (response, handshake, true, response_start, _driver);
-            }
-        };
-        if next.scheme() != "http" && next.scheme() != "https" {
-            failure = Some(ProbeFailure::new(
-                FailureKind::Protocol,
-                format!("unsupported redirect location {loc:?}"),
-            ));
-            break (response, handshake, true, response_start, _driver);
-        }
-        drop(response);
-        let relative = Url::parse(&loc).is_err();
-        let next_authority = authority(&next);
-        let same_first_host = next_authority == first_authority;
-        let host_changed = bare_host(&next) != bare_host(&hop.url);
-        let mut headers = hop.headers.clone();
-        // Go's client sends the previous URL (without user info) as Referer, except from
-        // https to http.
-        headers.remove(header::REFERER);
-        if !(hop.url.scheme() == "https" && next.scheme() == "http") {
-            let mut referer = hop.url.clone();
-            let _ = referer.set_username("");
-            let _ = referer.set_password(None);
-            referer.set_fragment(None);
-            if let Ok(v) = HeaderValue::from_str(referer.as_str()) {
-                headers.insert(header::REFERER, v);
-            }
-        }
-        if host_changed {
-            for h in [
-                header::AUTHORIZATION,
-                header::WWW_AUTHENTICATE,
-                header::COOKIE,
-            ] {
-                headers.remove(h);
-            }
-        }
-        let (method, body) = if keep_method {
-            (hop.method.clone(), hop.body.clone())
-        } else if hop.method == Method::GET || hop.method == Method::HEAD {
-            (hop.method.clone(), None)
-        } else {
-            (Method::GET, None)
-        };
-        hop = Hop {
-            host_header: if relative {
-                orig_host_header.clone()
-            } else {
-                next_authority
-            },
-            sni: if same_first_host {
-                first_sni.clone()
-            } else {
-                bare_host(&next)
-            },
-            ip: if same_first_host { ip } else { None },
-            url: next,
-            method,
-            body,
-            headers,
-        };
-        hop_index += 1;
-    };
-
-    // The final response: blackbox's checks, in its order.
-    let status = response.status().as_u16();
-    debug!(status_code = status, "Received HTTP response");
-    let mut success = spec.status_ok(status);
-    if !success {
-        failure.get_or_insert_with(|| {
-            ProbeFailure::new(
-                FailureKind::Assertion,
-                format!("invalid HTTP response status code {status}"),
-            )
+        let (unfollowed, failure) =
+            match redirect::next(spec, origin, &hop, status, location, hop_index + 1) {
+                redirect::Next::Final => (false, None),
+                redirect::Next::Unfollowed(failure) => {
+                    redirects = hop_index + 1;
+                    (true, failure)
+                }
+                redirect::Next::Follow(next) => {
+                    redirects = hop_index + 1;
+                    drop(response);
+                    hop = *next;
+                    hop_index += 1;
+                    continue;
+                }
+            };
+        return Ok(Exchange {
+            response,
+            handshake,
+            unfollowed,
+            failure,
+            redirects,
+            response_start,
+            _driver,
         });
     }
-    {
-        let r = &mut *cx.report;
-        r.set(&PROBE_HTTP_STATUS_CODE, f64::from(status));
-        r.set(&PROBE_HTTP_CONTENT_LENGTH, content_length(&response) as f64);
-        r.set(&PROBE_HTTP_REDIRECTS, redirects as f64);
-        r.set(&PROBE_HTTP_SSL, if over_tls.is_some() { 1.0 } else { 0.0 });
+}
+
+/// The outcome of blackbox's checks so far: `success` can turn false without a failure of its
+/// own (an unreadable body fails the regexes silently), and the first failure is the reason.
+struct Verdict {
+    success: bool,
+    failure: Option<ProbeFailure>,
+}
+
+impl Verdict {
+    fn fail(&mut self, failure: impl FnOnce() -> ProbeFailure) {
+        self.success = false;
+        self.failure.get_or_insert_with(failure);
     }
-    if success && (!spec.header_matches.is_empty() || !spec.header_not_matches.is_empty()) {
-        match check_headers(spec, response.headers()) {
-            Ok(()) => cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 0.0),
-            Err(e) => {
-                success = false;
-                cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 1.0);
-                failure.get_or_insert(e);
-            }
-        }
+}
+
+/// blackbox's checks on the final response, in its order: status, headers, body, version, TLS;
+/// each records its families as it goes.
+async fn check_final_response(
+    spec: &Spec,
+    exchange: Exchange,
+    cx: &mut ProbeContext<'_>,
+) -> Result<(), ProbeFailure> {
+    let Exchange {
+        response,
+        handshake,
+        unfollowed,
+        failure,
+        redirects,
+        response_start,
+        _driver,
+    } = exchange;
+    let mut verdict = Verdict {
+        success: true,
+        failure,
+    };
+    check_status(spec, &response, &mut verdict);
+    record_response(cx.report, &response, redirects, handshake.is_some());
+    if verdict.success {
+        check_response_headers(spec, response.headers(), &mut verdict, cx.report);
     }
     let version = response.version();
     let last_modified = response
@@ -326,50 +334,13 @@ pub(super) async fn probe(
         .get(header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok());
-
-    let match_body =
-        success && (!spec.body_matches.is_empty() || !spec.body_not_matches.is_empty());
-    if !request_errored {
-        let outcome = body::read(spec, response.into_body(), match_body, cx.report).await;
-        if match_body {
-            match &outcome.matched {
-                Some(Ok(())) => cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 0.0),
-                Some(Err(msg)) => {
-                    success = false;
-                    cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 1.0);
-                    failure.get_or_insert_with(|| regex_failure(msg.clone()));
-                }
-                None => {
-                    // The body could not be read (too large, broken): the regexes did not pass.
-                    success = false;
-                    cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 1.0);
-                }
-            }
-        }
-        if let Some(e) = outcome.error {
-            success = false;
-            failure.get_or_insert(e);
-        }
-    } else if match_body {
-        // blackbox matches the body of an unfollowed redirect too; it was never read, so the
-        // expressions see an empty body.
-        let msg = body::match_regexes(spec, b"");
-        cx.report.set(
-            &PROBE_FAILED_DUE_TO_REGEX,
-            if msg.is_ok() { 0.0 } else { 1.0 },
-        );
-        if let Err(m) = msg {
-            success = false;
-            failure.get_or_insert_with(|| regex_failure(m));
-        }
-    }
+    check_body(spec, response, unfollowed, &mut verdict, cx.report).await;
     let end = Instant::now();
     phase(
         cx.report,
         "transfer",
         end.saturating_duration_since(response_start).as_secs_f64(),
     );
-
     if let Some(t) = last_modified
         && let Ok(d) = t.duration_since(std::time::UNIX_EPOCH)
     {
@@ -378,6 +349,111 @@ pub(super) async fn probe(
             d.as_secs() as f64,
         );
     }
+    check_version(spec, version, &mut verdict, cx.report);
+    check_tls(spec, handshake.as_ref(), &mut verdict, cx.report);
+    match verdict.failure {
+        Some(f) => Err(f),
+        None if verdict.success => Ok(()),
+        None => Err(ProbeFailure::new(FailureKind::Assertion, "probe failed")),
+    }
+}
+
+/// `valid_status_codes` (2xx by default).
+fn check_status(spec: &Spec, response: &http::Response<Incoming>, verdict: &mut Verdict) {
+    let status = response.status().as_u16();
+    debug!(status_code = status, "Received HTTP response");
+    if !spec.status_ok(status) {
+        verdict.fail(|| {
+            ProbeFailure::new(
+                FailureKind::Assertion,
+                format!("invalid HTTP response status code {status}"),
+            )
+        });
+    }
+}
+
+/// The status code, content length, redirect count and whether the final request used TLS.
+fn record_response(
+    report: &mut Report,
+    response: &http::Response<Incoming>,
+    redirects: usize,
+    over_tls: bool,
+) {
+    report.set(
+        &PROBE_HTTP_STATUS_CODE,
+        f64::from(response.status().as_u16()),
+    );
+    report.set(&PROBE_HTTP_CONTENT_LENGTH, content_length(response) as f64);
+    report.set(&PROBE_HTTP_REDIRECTS, redirects as f64);
+    report.set(&PROBE_HTTP_SSL, if over_tls { 1.0 } else { 0.0 });
+}
+
+/// `fail_if_header_matches` and `fail_if_header_not_matches`, when any is configured.
+fn check_response_headers(
+    spec: &Spec,
+    headers: &HeaderMap,
+    verdict: &mut Verdict,
+    report: &mut Report,
+) {
+    if spec.header_matches.is_empty() && spec.header_not_matches.is_empty() {
+        return;
+    }
+    match check_headers(spec, headers) {
+        Ok(()) => report.set(&PROBE_FAILED_DUE_TO_REGEX, 0.0),
+        Err(e) => {
+            report.set(&PROBE_FAILED_DUE_TO_REGEX, 1.0);
+            verdict.fail(|| e);
+        }
+    }
+}
+
+/// Reads the body (counted, decompressed, bounded: `body.rs`) and applies the
+/// `fail_if_body_*` expressions while the probe is still successful. An unfollowed redirect's
+/// body is not read; blackbox matches the expressions against it as an empty body.
+async fn check_body(
+    spec: &Spec,
+    response: http::Response<Incoming>,
+    unfollowed: bool,
+    verdict: &mut Verdict,
+    report: &mut Report,
+) {
+    let match_body =
+        verdict.success && (!spec.body_matches.is_empty() || !spec.body_not_matches.is_empty());
+    if unfollowed {
+        if match_body {
+            let msg = body::match_regexes(spec, b"");
+            report.set(
+                &PROBE_FAILED_DUE_TO_REGEX,
+                if msg.is_ok() { 0.0 } else { 1.0 },
+            );
+            if let Err(m) = msg {
+                verdict.fail(|| regex_failure(m));
+            }
+        }
+        return;
+    }
+    let outcome = body::read(spec, response.into_body(), match_body, report).await;
+    if match_body {
+        match outcome.matched {
+            Some(Ok(())) => report.set(&PROBE_FAILED_DUE_TO_REGEX, 0.0),
+            Some(Err(msg)) => {
+                report.set(&PROBE_FAILED_DUE_TO_REGEX, 1.0);
+                verdict.fail(|| regex_failure(msg));
+            }
+            None => {
+                // The body could not be read (too large, broken): the regexes did not pass.
+                verdict.success = false;
+                report.set(&PROBE_FAILED_DUE_TO_REGEX, 1.0);
+            }
+        }
+    }
+    if let Some(e) = outcome.error {
+        verdict.fail(|| e);
+    }
+}
+
+/// Records `probe_http_version` and applies `valid_http_versions`.
+fn check_version(spec: &Spec, version: Version, verdict: &mut Verdict, report: &mut Report) {
     let (proto, number) = match version {
         Version::HTTP_09 => ("HTTP/0.9", 0.9),
         Version::HTTP_10 => ("HTTP/1.0", 1.0),
@@ -386,39 +462,37 @@ pub(super) async fn probe(
         Version::HTTP_3 => ("HTTP/3.0", 3.0),
         _ => ("unknown", 0.0),
     };
-    cx.report.set(&PROBE_HTTP_VERSION, number);
+    report.set(&PROBE_HTTP_VERSION, number);
     if !spec.valid_http_versions.is_empty() && !spec.valid_http_versions.iter().any(|v| v == proto)
     {
-        success = false;
-        failure.get_or_insert_with(|| {
+        verdict.fail(|| {
             ProbeFailure::new(
                 FailureKind::Assertion,
                 format!("invalid HTTP version {proto}"),
             )
         });
     }
-    match &over_tls {
+}
+
+/// Records the final request's TLS facts and applies `fail_if_ssl` / `fail_if_not_ssl`.
+fn check_tls(
+    spec: &Spec,
+    handshake: Option<&tls::Handshake>,
+    verdict: &mut Verdict,
+    report: &mut Report,
+) {
+    match handshake {
         Some(hs) => {
-            tls::record(cx.report, hs);
+            tls::record(report, hs);
             if spec.fail_if_ssl {
-                success = false;
-                failure.get_or_insert_with(|| {
+                verdict.fail(|| {
                     ProbeFailure::new(FailureKind::Assertion, "final request was over SSL")
                 });
             }
         }
-        None if spec.fail_if_not_ssl => {
-            success = false;
-            failure.get_or_insert_with(|| {
-                ProbeFailure::new(FailureKind::Assertion, "final request was not over SSL")
-            });
-        }
+        None if spec.fail_if_not_ssl => verdict
+            .fail(|| ProbeFailure::new(FailureKind::Assertion, "final request was not over SSL")),
         None => {}
-    }
-    match failure {
-        Some(f) => Err(f),
-        None if success => Ok(()),
-        None => Err(ProbeFailure::new(FailureKind::Assertion, "probe failed")),
     }
 }
 
@@ -497,47 +571,83 @@ async fn send(
         .unwrap_or(if https { 443 } else { 80 });
     let proxy = spec.proxy_for(&hop.url);
     debug!(url = %hop.url, host = %hop.host_header, "Making HTTP request");
+    let (stream, handshake, got_conn) = connect_hop(spec, hop, hop_index, proxy, port, cx).await?;
+    let h2 = handshake.as_ref().and_then(|h| h.alpn.as_deref()) == Some(b"h2".as_slice());
+    let request = build_request(spec, hop, cookies, proxy, h2)?;
+    let (response, driver) = exchange(TokioIo::new(stream), request, h2).await?;
+    let response_start = Instant::now();
+    phase(
+        cx.report,
+        "processing",
+        response_start.duration_since(got_conn).as_secs_f64(),
+    );
+    Ok(SentRequest {
+        response,
+        handshake,
+        response_start,
+        _driver: driver,
+    })
+}
 
-    // Resolve (hops after the first; the first used chooseProtocol already).
-    let start = Instant::now();
-    let connect_addr: SocketAddr = match proxy {
-        Some(p) => {
-            let phost = p
-                .url
-                .host_str()
-                .unwrap_or_default()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let pport = p.url.port_or_known_default().unwrap_or(80);
-            let (pip, _) = cx.resolver.lookup(&phost, spec.ip).await.map_err(|e| {
-                ProbeFailure::new(
-                    FailureKind::Resolve,
-                    format!("resolving proxy {phost}: {}", e.message),
-                )
-            })?;
-            SocketAddr::new(pip, pport)
-        }
-        None => {
-            let host = bare_host(&hop.url);
-            let addr = match (hop.ip, host.parse::<IpAddr>()) {
-                (Some(ip), _) => ip,
-                (None, Ok(ip)) => ip,
-                (None, Err(_)) => cx.resolver.lookup(&host, spec.ip).await?.0,
+/// Resolves (hops after the first; the first used `chooseProtocol` already) and dials the hop's
+/// host or its proxy, opens the proxy's CONNECT tunnel for https, and shakes hands; records the
+/// resolve (after the first hop), connect and tls phases. Returns when the connection was ready.
+async fn connect_hop(
+    spec: &Spec,
+    hop: &Hop,
+    hop_index: usize,
+    proxy: Option<&Proxy>,
+    port: u16,
+    cx: &mut ProbeContext<'_>,
+) -> Result<(Stream, Option<tls::Handshake>, Instant), ProbeFailure> {
+    let https = hop.url.scheme() == "https";
+    let proxy_host = proxy.map(|p| {
+        p.url
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned()
+    });
+    let hop_host = bare_host(&hop.url);
+    let (address, connect_port) = match (proxy, &proxy_host) {
+        (Some(p), Some(phost)) => (
+            net::Address::Hop(phost),
+            p.url.port_or_known_default().unwrap_or(80),
+        ),
+        _ => {
+            let address = match (hop.ip, hop_host.parse::<IpAddr>()) {
+                (Some(ip), _) => net::Address::Resolved(ip),
+                (None, Ok(ip)) => net::Address::Resolved(ip),
+                (None, Err(_)) => net::Address::Hop(&hop_host),
             };
-            SocketAddr::new(addr, port)
+            (address, port)
         }
     };
-    let dns_done = Instant::now();
-    if hop_index > 0 {
-        phase(
-            cx.report,
-            "resolve",
-            dns_done.duration_since(start).as_secs_f64(),
-        );
-    }
-
-    let mut tcp = net::connect(connect_addr, None).await?;
+    let start = Instant::now();
+    let mut dns_done = start;
+    let target = net::Target::new(address, connect_port, spec.ip);
+    let dialed = net::dial_plain(cx, &target, |report, step| {
+        if let net::Step::Resolved { .. } = step {
+            dns_done = Instant::now();
+            if hop_index > 0 {
+                phase(
+                    report,
+                    "resolve",
+                    dns_done.duration_since(start).as_secs_f64(),
+                );
+            }
+        }
+    })
+    .await;
+    // Only resolution fails with `Resolve`; for a proxy the message names it, as before.
+    let mut tcp = dialed.map_err(|e| match &proxy_host {
+        Some(phost) if e.kind == FailureKind::Resolve => ProbeFailure::new(
+            FailureKind::Resolve,
+            format!("resolving proxy {phost}: {}", e.message),
+        ),
+        _ => e,
+    })?;
     if let (Some(p), true) = (proxy, https) {
         connect_tunnel(&mut tcp, p, &authority_with_port(&hop.url, port)).await?;
     }
@@ -555,11 +665,16 @@ async fn send(
         } else {
             &[b"http/1.1"]
         };
+        let tls = net::Tls {
+            spec: &spec.tls,
+            server_name: &hop.sni,
+            alpn,
+        };
         let tls_start = Instant::now();
-        let (tls_stream, hs) = spec.tls.handshake(tcp, &hop.sni, alpn).await?;
+        let (tls_stream, hs) = net::upgrade(tcp, &tls).await?;
         phase(cx.report, "tls", tls_start.elapsed().as_secs_f64());
         handshake = Some(hs);
-        Stream::Tls(Box::new(tls_stream))
+        tls_stream
     } else {
         Stream::Plain(tcp)
     };
@@ -571,9 +686,20 @@ async fn send(
             got_conn.duration_since(dns_done).as_secs_f64(),
         );
     }
-    let h2 = handshake.as_ref().and_then(|h| h.alpn.as_deref()) == Some(b"h2".as_slice());
+    Ok((stream, handshake, got_conn))
+}
 
-    // Build the request.
+/// The request for `hop`: the URI form (origin, absolute through a plain proxy, or with the
+/// authority for HTTP/2), then Host, the module's headers, Authorization, cookies from the jar,
+/// `Connection: close` (HTTP/1), Content-Length and a plain proxy's headers.
+fn build_request(
+    spec: &Spec,
+    hop: &Hop,
+    cookies: &cookie_store::CookieStore,
+    proxy: Option<&Proxy>,
+    h2: bool,
+) -> Result<Request<BoxBody<Bytes, std::convert::Infallible>>, ProbeFailure> {
+    let https = hop.url.scheme() == "https";
     let mut builder = Request::builder().method(hop.method.clone());
     let path = match hop.url.query() {
         Some(q) => format!("{}?{q}", hop.url.path()),
@@ -639,8 +765,16 @@ async fn send(
             h.append(k.clone(), v.clone());
         }
     }
+    Ok(request)
+}
 
-    let io = TokioIo::new(stream);
+/// Runs the HTTP/1.1 or HTTP/2 handshake on `io` and sends `request`; the connection is driven
+/// by a task that the returned guard aborts.
+async fn exchange(
+    io: TokioIo<Stream>,
+    request: Request<BoxBody<Bytes, std::convert::Infallible>>,
+    h2: bool,
+) -> Result<(http::Response<Incoming>, AbortOnDrop), ProbeFailure> {
     let response = if h2 {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
@@ -671,18 +805,7 @@ async fn send(
             format!("HTTP request: {}", hyper_error(&e)),
         )
     })?;
-    let response_start = Instant::now();
-    phase(
-        cx.report,
-        "processing",
-        response_start.duration_since(got_conn).as_secs_f64(),
-    );
-    Ok(SentRequest {
-        response,
-        handshake,
-        response_start,
-        _driver: driver,
-    })
+    Ok((response, driver))
 }
 
 fn hyper_error(e: &hyper::Error) -> String {
