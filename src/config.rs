@@ -40,6 +40,9 @@ pub struct RawConfig {
     /// Where lookout sends its alerts itself (a lookout extension).
     #[serde(default, skip_serializing_if = "is_default")]
     pub alerting: crate::alerts::Section,
+    /// The status pages (a lookout extension).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub status: crate::status::Section,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -56,6 +59,8 @@ pub struct Config {
     pub targets: Arc<TargetSet>,
     /// Where alerts go.
     pub alerting: Arc<crate::alerts::Spec>,
+    /// The status pages.
+    pub status: Arc<crate::status::Spec>,
     /// The file it came from (`EMBEDDED_NAME` for the built-in default).
     pub file: PathBuf,
     /// The extension sections as written, for `/config`.
@@ -69,6 +74,7 @@ struct RawExtensions {
     scheduler: RawScheduler,
     targets: Vec<RawTarget>,
     alerting: crate::alerts::Section,
+    status: crate::status::Section,
 }
 
 impl Config {
@@ -84,6 +90,7 @@ impl Config {
             scheduler: self.raw_extensions.scheduler.clone(),
             targets: self.raw_extensions.targets.clone(),
             alerting: self.raw_extensions.alerting.clone(),
+            status: self.raw_extensions.status.clone(),
         };
         serde_norway::to_string(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -245,16 +252,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let e = e.within("alerting");
         error(locate_top(text, "alerting"), e.path, e.message)
     })?;
+    let status = crate::status::Spec::build(&raw.status).map_err(|e| {
+        let e = e.within("status");
+        error(locate_top(text, "status"), e.path, e.message)
+    })?;
     Ok(Config {
         modules,
         targets: Arc::new(set),
         alerting: Arc::new(alerting),
+        status: Arc::new(status),
         file: path.to_path_buf(),
         raw_extensions: RawExtensions {
             defaults: raw.defaults,
             scheduler: raw.scheduler,
             targets: raw.targets,
             alerting: raw.alerting,
+            status: raw.status,
         },
     })
 }

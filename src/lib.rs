@@ -27,6 +27,7 @@ pub mod schedule;
 pub mod secret;
 pub mod server;
 pub mod state;
+pub mod status;
 pub mod values;
 
 use std::net::SocketAddr;

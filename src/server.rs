@@ -4,6 +4,7 @@
 mod admin;
 mod probe;
 pub mod recent;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,12 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/config", get(admin::config))
         .route("/logs", get(admin::logs))
         .route("/api/v1/targets", get(admin::api_targets))
+        .route("/api/v1/status", get(status::api))
+        .route("/status", get(status::default_page))
+        .route("/status/", get(status::default_page))
+        .route("/status/target/{name}", get(status::target))
+        .route("/status/{page}", get(status::page))
+        .route("/badge/{name}/{kind}", get(status::badge))
         .route("/", get(admin::index))
         .with_state(state.clone());
     if state.prefix.is_empty() {

@@ -1,0 +1,514 @@
+//! The status page (`/status`, `/status/<page>`, `/status/target/<name>`), its SVG badges and
+//! its JSON (`/api/v1/status`): what is up, what broke, since when and why, for people rather
+//! than for Prometheus.
+//!
+//! Everything is rendered on the server from the scheduler's states and the history store's
+//! rollups: plain HTML and inline SVG, light and dark by `prefers-color-scheme`, readable on a
+//! phone, with no script at all (tooltips are SVG `<title>`s, refresh is a `<meta>` tag), and no
+//! asset outside the binary.
+
+pub mod render;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Target;
+use crate::health::State;
+use crate::probe::report::Report;
+use crate::results::ProbeResult;
+use crate::schedule::TargetHealth;
+use crate::values::{ConfigDuration, FieldError};
+
+pub use render::{badge, page_html, target_html};
+
+/// `status:` as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Section {
+    /// The title of the default page (default "Status").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// A label whose value groups the rows (targets without it go in "Other"); by default all
+    /// targets are one group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    /// How often the page reloads itself (default 30s; 0 for never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<ConfigDuration>,
+    /// More pages, each at `/status/<name>`, showing the targets their selector picks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<PageSection>,
+}
+
+/// One extra page.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageSection {
+    /// Its name: the path `/status/<name>`.
+    pub name: String,
+    /// Its title (default: the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Label equalities a target must all match (`target` is the name); empty: every target.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
+    /// The grouping label for this page (default: the section's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<String>,
+    /// A page for the public: addresses and failure reasons are left out, and targets link to
+    /// no detail page.
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// One validated page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// `""` for the default page, else its name.
+    pub name: String,
+    /// Its title.
+    pub title: String,
+    /// Label equalities a target must match.
+    pub selector: BTreeMap<String, String>,
+    /// The grouping label.
+    pub group_by: Option<String>,
+    /// Whether addresses and reasons are hidden.
+    pub public: bool,
+}
+
+/// The validated `status:` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// The default page and the extra ones.
+    pub pages: Vec<Page>,
+    /// The reload interval (`None`: never).
+    pub refresh: Option<Duration>,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec::build(&Section::default()).unwrap_or(Spec {
+            pages: Vec::new(),
+            refresh: None,
+        })
+    }
+}
+
+impl Spec {
+    /// Validates `section`; the error's path is relative to `status`.
+    pub fn build(section: &Section) -> Result<Spec, FieldError> {
+        let mut pages = vec![Page {
+            name: String::new(),
+            title: section.title.clone().unwrap_or_else(|| "Status".into()),
+            selector: BTreeMap::new(),
+            group_by: section.group_by.clone(),
+            public: false,
+        }];
+        let mut seen = BTreeSet::new();
+        for (i, p) in section.pages.iter().enumerate() {
+            let valid = !p.name.is_empty()
+                && p.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid || p.name == "target" {
+                return Err(FieldError::new(
+                    format!("pages[{i}].name"),
+                    format!(
+                        "invalid page name {:?} (letters, digits, - and _; not \"target\")",
+                        p.name
+                    ),
+                ));
+            }
+            if !seen.insert(p.name.clone()) {
+                return Err(FieldError::new(
+                    format!("pages[{i}].name"),
+                    format!("duplicate page name {:?}", p.name),
+                ));
+            }
+            pages.push(Page {
+                name: p.name.clone(),
+                title: p.title.clone().unwrap_or_else(|| p.name.clone()),
+                selector: p.selector.clone(),
+                group_by: p.group_by.clone().or_else(|| section.group_by.clone()),
+                public: p.public,
+            });
+        }
+        let refresh = match section.refresh.map(|d| d.0) {
+            None => Some(Duration::from_secs(30)),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        };
+        Ok(Spec { pages, refresh })
+    }
+
+    /// The page at `/status/<name>` (`""`: `/status`).
+    pub fn page(&self, name: &str) -> Option<&Page> {
+        self.pages.iter().find(|p| p.name == name)
+    }
+}
+
+/// One day of a target's history, for a bar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayView {
+    /// The day's start (UTC midnight).
+    pub start: SystemTime,
+    /// The share of the day's known, non-maintenance time the target was up; `None` without
+    /// data.
+    pub up_ratio: Option<f64>,
+    /// The share of the day in maintenance.
+    pub maintenance_ratio: f64,
+    /// One line per incident that day.
+    pub incidents: Vec<String>,
+}
+
+/// One incident, for the target's page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentView {
+    /// When it began.
+    pub start: SystemTime,
+    /// When it ended; `None` while it lasts.
+    pub end: Option<SystemTime>,
+    /// The failure's kind.
+    pub kind: String,
+    /// The failure's reason.
+    pub reason: String,
+    /// What explained it (itself when it was down in its own right).
+    pub root_causes: Vec<String>,
+}
+
+/// A latency point over time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyPoint {
+    /// The end of the point's interval.
+    pub at: SystemTime,
+    /// Median, seconds.
+    pub p50: f64,
+    /// 95th percentile, seconds.
+    pub p95: f64,
+    /// Maximum, seconds.
+    pub max: f64,
+}
+
+/// What the page asks of the history store. `NoHistory` answers when there is none, so the page
+/// still shows the live states.
+pub trait HistorySource: Send + Sync {
+    /// The share of `window` (ending now) the target was up, maintenance excluded.
+    fn uptime(&self, target: &str, window: Duration) -> Option<f64>;
+    /// The last `n` days, oldest first.
+    fn days(&self, target: &str, n: usize) -> Vec<DayView>;
+    /// Latency over `window` (ending now) in about `points` points, oldest first.
+    fn latency(&self, target: &str, window: Duration, points: usize) -> Vec<LatencyPoint>;
+    /// The newest `limit` incidents, newest first.
+    fn incidents(&self, target: &str, limit: usize) -> Vec<IncidentView>;
+}
+
+/// No history store: uptime and bars show "no data".
+#[derive(Debug, Default)]
+pub struct NoHistory;
+
+impl HistorySource for NoHistory {
+    fn uptime(&self, _: &str, _: Duration) -> Option<f64> {
+        None
+    }
+    fn days(&self, _: &str, _: usize) -> Vec<DayView> {
+        Vec::new()
+    }
+    fn latency(&self, _: &str, _: Duration, _: usize) -> Vec<LatencyPoint> {
+        Vec::new()
+    }
+    fn incidents(&self, _: &str, _: usize) -> Vec<IncidentView> {
+        Vec::new()
+    }
+}
+
+/// The uptime windows of a row.
+pub const WINDOWS: [(&str, Duration); 4] = [
+    ("24h", Duration::from_secs(86_400)),
+    ("7d", Duration::from_secs(7 * 86_400)),
+    ("30d", Duration::from_secs(30 * 86_400)),
+    ("90d", Duration::from_secs(90 * 86_400)),
+];
+
+/// One scheduled target as the page needs it.
+#[derive(Debug, Clone)]
+pub struct TargetView {
+    /// The target.
+    pub target: Arc<Target>,
+    /// Its health.
+    pub health: TargetHealth,
+    /// Its latest result.
+    pub last: Option<Arc<ProbeResult>>,
+}
+
+/// The overall verdict of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overall {
+    /// Nothing fails.
+    Operational,
+    /// Some targets fail.
+    Degraded,
+    /// Every probed target fails.
+    Down,
+}
+
+impl Overall {
+    /// The label shown and used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overall::Operational => "operational",
+            Overall::Degraded => "degraded",
+            Overall::Down => "down",
+        }
+    }
+}
+
+/// One root cause and what it takes down with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cause {
+    /// The down target.
+    pub name: String,
+    /// Since when.
+    pub since: Option<SystemTime>,
+    /// The targets blocked by it, on this page.
+    pub affected: Vec<String>,
+}
+
+/// One row of the page.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The target's name.
+    pub name: String,
+    /// Its address (`None` on a public page).
+    pub address: Option<String>,
+    /// Its state.
+    pub state: State,
+    /// Since when.
+    pub since: Option<SystemTime>,
+    /// Its root causes (when blocked or down).
+    pub root_causes: Vec<String>,
+    /// Its latest failure's reason (`None` on a public page or when it never failed).
+    pub reason: Option<String>,
+    /// Uptime per window of `WINDOWS`.
+    pub uptime: Vec<Option<f64>>,
+    /// The last 90 days, oldest first (fewer, or none, without history).
+    pub days: Vec<DayView>,
+    /// Recent response times in seconds, oldest first.
+    pub latency: Vec<f64>,
+    /// Days until the earliest certificate of its last probe expires, if it used TLS.
+    pub cert_days: Option<f64>,
+    /// Its latest probe's duration.
+    pub last_duration: Option<Duration>,
+}
+
+/// A group of rows.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The group's name (the label value, or "Other").
+    pub name: String,
+    /// Its rows, by name.
+    pub rows: Vec<Row>,
+}
+
+/// Everything one page shows.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The page.
+    pub page: Page,
+    /// When it was built.
+    pub now: SystemTime,
+    /// The verdict.
+    pub overall: Overall,
+    /// The root causes with what they affect.
+    pub causes: Vec<Cause>,
+    /// The rows, grouped.
+    pub groups: Vec<Group>,
+    /// The dependency graph of the page's targets: (name, state, is a root cause, dependencies).
+    pub graph: Vec<(String, State, bool, Vec<String>)>,
+    /// Reload interval.
+    pub refresh: Option<Duration>,
+}
+
+/// The number of day bars per row.
+pub const DAYS: usize = 90;
+
+fn selected(page: &Page, t: &Target) -> bool {
+    page.selector
+        .iter()
+        .all(|(k, v)| t.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+}
+
+/// `probe_ssl_earliest_cert_expiry` of a report, in days from `now`.
+fn cert_days(report: &Report, now: SystemTime) -> Option<f64> {
+    let expiry = report
+        .samples()
+        .iter()
+        .find(|s| s.family.name == "probe_ssl_earliest_cert_expiry")?
+        .value;
+    let now = crate::results::unix_seconds(now);
+    Some((expiry - now) / 86_400.0)
+}
+
+/// Builds the model of `page` from the targets' live views and the history.
+pub fn model(
+    page: &Page,
+    refresh: Option<Duration>,
+    targets: &[TargetView],
+    history: &dyn HistorySource,
+    now: SystemTime,
+) -> Model {
+    let views: Vec<&TargetView> = targets
+        .iter()
+        .filter(|v| selected(page, &v.target))
+        .collect();
+    let names: BTreeSet<&str> = views.iter().map(|v| v.target.name.as_str()).collect();
+    let mut groups: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+    for v in &views {
+        let t = &v.target;
+        let group = match &page.group_by {
+            None => String::new(),
+            Some(label) => t
+                .labels
+                .iter()
+                .find(|(k, _)| k == label)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| "Other".into()),
+        };
+        let latency = history
+            .latency(&t.name, Duration::from_secs(86_400), 48)
+            .iter()
+            .map(|p| p.p50)
+            .collect();
+        let row = Row {
+            name: t.name.clone(),
+            address: (!page.public).then(|| t.target.clone()),
+            state: v.health.state,
+            since: v.health.since,
+            root_causes: v.health.root_causes.clone(),
+            reason: if page.public {
+                None
+            } else {
+                v.health.last_failure.as_ref().map(|f| f.to_string())
+            },
+            uptime: WINDOWS
+                .iter()
+                .map(|(_, w)| history.uptime(&t.name, *w))
+                .collect(),
+            days: history.days(&t.name, DAYS),
+            latency,
+            cert_days: v.last.as_ref().and_then(|r| cert_days(&r.report, now)),
+            last_duration: v.last.as_ref().map(|r| r.duration),
+        };
+        groups.entry(group).or_default().push(row);
+    }
+    let mut groups: Vec<Group> = groups
+        .into_iter()
+        .map(|(name, mut rows)| {
+            rows.sort_by(|a, b| a.name.cmp(&b.name));
+            Group { name, rows }
+        })
+        .collect();
+    // "Other" last.
+    groups.sort_by_key(|g| (g.name == "Other", g.name.clone()));
+
+    let failing = views
+        .iter()
+        .filter(|v| matches!(v.health.state, State::Down | State::Blocked))
+        .count();
+    let probed = views
+        .iter()
+        .filter(|v| v.health.state != State::Unknown)
+        .count();
+    let overall = if failing == 0 {
+        Overall::Operational
+    } else if failing == probed {
+        Overall::Down
+    } else {
+        Overall::Degraded
+    };
+    let mut causes: Vec<Cause> = views
+        .iter()
+        .filter(|v| v.health.state == State::Down)
+        .map(|v| Cause {
+            name: v.target.name.clone(),
+            since: v.health.since,
+            affected: views
+                .iter()
+                .filter(|o| {
+                    o.health.state == State::Blocked
+                        && o.health.root_causes.contains(&v.target.name)
+                })
+                .map(|o| o.target.name.clone())
+                .collect(),
+        })
+        .collect();
+    causes.sort_by(|a, b| a.name.cmp(&b.name));
+    for c in &mut causes {
+        c.affected.sort();
+    }
+    let graph = views
+        .iter()
+        .map(|v| {
+            (
+                v.target.name.clone(),
+                v.health.state,
+                v.health.state == State::Down,
+                v.target
+                    .depends_on
+                    .iter()
+                    .filter(|d| names.contains(d.as_str()))
+                    .cloned()
+                    .collect(),
+            )
+        })
+        .collect();
+    Model {
+        page: page.clone(),
+        now,
+        overall,
+        causes,
+        groups,
+        graph,
+        refresh,
+    }
+}
+
+/// The page's model as JSON (`/api/v1/status`).
+pub fn model_json(m: &Model) -> serde_json::Value {
+    let time = |t: Option<SystemTime>| t.map(crate::alerts::rfc3339);
+    serde_json::json!({
+        "page": m.page.name,
+        "title": m.page.title,
+        "generated": crate::alerts::rfc3339(m.now),
+        "overall": m.overall.as_str(),
+        "causes": m.causes.iter().map(|c| serde_json::json!({
+            "target": c.name,
+            "since": time(c.since),
+            "affected": c.affected,
+        })).collect::<Vec<_>>(),
+        "groups": m.groups.iter().map(|g| serde_json::json!({
+            "name": g.name,
+            "targets": g.rows.iter().map(|r| serde_json::json!({
+                "name": r.name,
+                "address": r.address,
+                "state": r.state.as_str(),
+                "since": time(r.since),
+                "root_causes": r.root_causes,
+                "reason": r.reason,
+                "uptime": WINDOWS.iter().zip(&r.uptime).map(|((w, _), u)| ((*w).to_owned(), *u)).collect::<BTreeMap<_, _>>(),
+                "days": r.days.iter().map(|d| serde_json::json!({
+                    "start": crate::alerts::rfc3339(d.start),
+                    "up_ratio": d.up_ratio,
+                    "maintenance_ratio": d.maintenance_ratio,
+                    "incidents": d.incidents,
+                })).collect::<Vec<_>>(),
+                "cert_days": r.cert_days,
+                "last_duration_seconds": r.last_duration.map(|d| d.as_secs_f64()),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
