@@ -141,9 +141,12 @@ pub fn prometheus_rules(config: &Config) -> String {
                     by.join(", "),
                     promql_string(&t.name)
                 ),
+                // `target` repeats the series' own value (so the alert's labels stay those of
+                // the direct path); it makes each rule's labels unique, which promtool's
+                // duplicate-rules lint requires of rules sharing one alert name.
                 labels: series
                     .into_iter()
-                    .filter(|(k, _)| k == "severity")
+                    .filter(|(k, _)| k == "severity" || k == "target")
                     .collect(),
                 annotations: annotations(t, &dependents[&t.name]),
             }
@@ -275,6 +278,7 @@ mod tests {
             )
         );
         assert_eq!(db["labels"]["severity"].as_str(), Some("critical"));
+        assert_eq!(db["labels"]["target"].as_str(), Some("db"));
         assert_eq!(
             db["annotations"]["runbook_url"].as_str(),
             Some("https://wiki/db")

@@ -5,6 +5,8 @@
 
 mod support;
 
+/// Alerts end to end (issue 12): Debian's Prometheus and Alertmanager, one per root cause.
+mod alerting;
 /// Config loading: every documented field, and one golden error per bad file.
 mod config;
 /// The shipped dependency examples, and dependency checks run by the scheduler.

@@ -142,12 +142,52 @@ impl Daemon {
         false
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends the server signal `sig` (`STOP`, `CONT`, …) with kill(1), by its process id.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("the server is running");
+        let status = Command::new("kill")
+            .arg("-s")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {sig} {pid} failed");
+    }
+
+    /// Starts `cmd` again on the same ports after `stop` (a server back after a crash), its
+    /// output appended to the log, and waits until every port accepts connections.
+    pub fn restart(&mut self, mut cmd: Command) {
+        assert!(self.child.is_none(), "{}: restart while running", self.name);
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .expect("open the server log");
+        let err = out.try_clone().expect("clone the log handle");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        self.child = Some(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("restarting {}: {e}", self.name)),
+        );
+        assert!(
+            self.wait_ready(),
+            "{} did not come back on {:?}; its output:\n{}",
+            self.name,
+            self.ports,
+            self.output()
+        );
+    }
+
     /// The server's output so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Kills the server and waits for it to exit.
+    /// Kills the server (SIGKILL) and waits for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

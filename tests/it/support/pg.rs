@@ -7,7 +7,7 @@
 //! The server refuses to run as root, so when the tests do it runs as `nobody` (setpriv).
 //!
 //! The server runs under a small `sh` keeper that holds the read end of a pipe from the test
-//! process: when the pipe closes (`Pg::stop`, drop, or the test process exiting for any reason,
+//! process (through which `Pg::kill` and `Pg::restart` crash and restart it): when the pipe closes (`Pg::stop`, drop, or the test process exiting for any reason,
 //! even SIGKILL) the keeper stops the server (fast shutdown) and removes the directory. So the
 //! cluster shared by a test binary (`Pg::shared`) goes away with the process, and none is left
 //! behind.
@@ -38,10 +38,26 @@ const SUPERUSER_PASSWORD: &str = "super-secret";
 const UNPRIVILEGED: u32 = 65_534;
 
 /// Keeps the server while its stdin is open; then stops it and removes the cluster's directory.
+/// A line `kill` on its stdin kills the server and every process it forked with SIGKILL (as a
+/// crash would, leaving the cluster to recover) and waits until they are gone; a line `start`
+/// starts the server again unless it runs.
 const KEEPER: &str = r#"dir=$1; shift
+alive() { [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat"; }
 "$@" </dev/null &
 pid=$!
-read -r line || true
+while read -r cmd; do
+  case $cmd in
+    kill)
+      kids=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null)
+      kill -KILL "$pid" $kids 2>/dev/null
+      wait "$pid"
+      for k in $kids; do while alive "$k"; do sleep 0.02; done; done
+      ;;
+    start)
+      if ! alive "$pid"; then wait "$pid" 2>/dev/null; "$@" </dev/null & pid=$!; fi
+      ;;
+  esac
+done
 kill -INT "$pid" 2>/dev/null
 wait "$pid"
 rm -rf "$dir"
@@ -217,20 +233,79 @@ impl Pg {
 
     fn wait_ready(&mut self) {
         let start = Instant::now();
-        loop {
+        while !self.ready_within(Duration::from_secs(5)) {
+            if start.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "postgres did not become ready within 60s; its log:\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+
+    /// Whether pg_isready succeeds within `limit`.
+    fn ready_within(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
             let ready = Command::new(self.bin.join("pg_isready"))
                 .args(["-q", "-h", "127.0.0.1", "-t", "1", "-p"])
                 .arg(self.addr.port().to_string())
                 .status()
                 .expect("run pg_isready");
             if ready.success() {
-                return;
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                let log = fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-                panic!("postgres did not become ready within 60s; its log:\n{log}");
+                return true;
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    fn tell_keeper(&mut self, command: &str) {
+        let stdin = self
+            .keeper
+            .as_mut()
+            .and_then(|k| k.stdin.as_mut())
+            .expect("the keeper runs");
+        writeln!(stdin, "{command}")
+            .and_then(|()| stdin.flush())
+            .expect("write to the keeper");
+    }
+
+    /// Kills the server and every process it forked with SIGKILL, as a crash (or the OOM
+    /// killer) would; returns once its port refuses connections. The cluster stays, for
+    /// `restart`.
+    pub fn kill(&mut self) {
+        self.tell_keeper("kill");
+        let start = Instant::now();
+        while std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "postgres still accepts connections 30s after SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the server again after `kill`, on the same port, and waits until it is ready
+    /// (crash recovery included). A start that fails (shared memory still held by a dying
+    /// process) is tried again.
+    pub fn restart(&mut self) {
+        let start = Instant::now();
+        loop {
+            self.tell_keeper("start");
+            if self.ready_within(Duration::from_secs(5)) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "postgres did not come back within 60s; its log:\n{}",
+                self.log()
+            );
         }
     }
 
