@@ -36,6 +36,8 @@ mod redis;
 mod regression;
 /// The scheduler: planned times, concurrency, overruns, reloads, shutdown.
 mod schedule;
+/// The status page in Debian's headless Chromium: screenshots, DOM and accessibility checks.
+mod status_page;
 /// The TCP prober: banners, dialogues with capture substitution, STARTTLS, TLS.
 mod tcp;
 /// TLS: certificates made by rcgen, expiry values, verification failures.
