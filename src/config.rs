@@ -18,7 +18,7 @@ pub use error::ConfigError;
 pub use module::{Module, RawModule};
 pub use target_set::{Assembled, Graph, Rejection, TargetError, TargetSet, assemble};
 pub use targets::{
-    Defaults, RawDefaults, RawScheduler, RawTarget, SchedulerSettings, Target, validate_target,
+    Defaults, RawDefaults, RawScheduler, RawTarget, SchedulerSettings, Slo, Target, validate_target,
 };
 
 /// The file as written.
@@ -40,6 +40,9 @@ pub struct RawConfig {
     /// Where lookout sends its alerts itself (a lookout extension).
     #[serde(default, skip_serializing_if = "is_default")]
     pub alerting: crate::alerts::Section,
+    /// The history store's flushing, retention and maintenance windows (a lookout extension).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub history: crate::history::Section,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -56,6 +59,8 @@ pub struct Config {
     pub targets: Arc<TargetSet>,
     /// Where alerts go.
     pub alerting: Arc<crate::alerts::Spec>,
+    /// How history is kept.
+    pub history: crate::history::Settings,
     /// The file it came from (`EMBEDDED_NAME` for the built-in default).
     pub file: PathBuf,
     /// The extension sections as written, for `/config`.
@@ -69,6 +74,7 @@ struct RawExtensions {
     scheduler: RawScheduler,
     targets: Vec<RawTarget>,
     alerting: crate::alerts::Section,
+    history: crate::history::Section,
 }
 
 impl Config {
@@ -84,6 +90,7 @@ impl Config {
             scheduler: self.raw_extensions.scheduler.clone(),
             targets: self.raw_extensions.targets.clone(),
             alerting: self.raw_extensions.alerting.clone(),
+            history: self.raw_extensions.history.clone(),
         };
         serde_norway::to_string(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -245,16 +252,22 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let e = e.within("alerting");
         error(locate_top(text, "alerting"), e.path, e.message)
     })?;
+    let history = crate::history::Settings::build(&raw.history).map_err(|e| {
+        let e = e.within("history");
+        error(locate_top(text, "history"), e.path, e.message)
+    })?;
     Ok(Config {
         modules,
         targets: Arc::new(set),
         alerting: Arc::new(alerting),
+        history,
         file: path.to_path_buf(),
         raw_extensions: RawExtensions {
             defaults: raw.defaults,
             scheduler: raw.scheduler,
             targets: raw.targets,
             alerting: raw.alerting,
+            history: raw.history,
         },
     })
 }
