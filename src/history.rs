@@ -269,22 +269,36 @@ pub(crate) fn open_file(dir: &Path) -> Result<(PathBuf, Connection), HistoryErro
         check_existing(&file).map_err(err)?;
     }
     let conn = Connection::open(&file).map_err(|e| err(format!("cannot open: {e}")))?;
-    let setup = || -> rusqlite::Result<()> {
-        // WAL with synchronous=FULL: a commit is durable when it returns (the WAL is fsynced),
-        // and a crash at any point leaves the last committed transaction.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        if !exists {
+    let setup = || -> rusqlite::Result<Option<String>> {
+        if exists {
+            // The header again, through the connection that sees the WAL too (a newer lookout's
+            // upgrade may sit there, not yet checkpointed into the file).
+            let app: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+            let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if app != APPLICATION_ID || version > SCHEMA_VERSION {
+                return Ok(Some(format!(
+                    "written by a newer lookout or another program (application_id {app:#x}, schema version {version}); refusing to touch it"
+                )));
+            }
+        } else {
+            // Created in rollback-journal mode, so the header's application_id and version are
+            // in the file itself, not only in the WAL, before anything else is written.
             let tx = conn.unchecked_transaction()?;
             tx.execute_batch(SCHEMA)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
         }
-        Ok(())
+        // WAL with synchronous=FULL: a commit is durable when it returns (the WAL is fsynced),
+        // and a crash at any point leaves the last committed transaction.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(None)
     };
-    setup().map_err(|e| err(format!("cannot set up: {e}")))?;
+    if let Some(refusal) = setup().map_err(|e| err(format!("cannot set up: {e}")))? {
+        return Err(err(refusal));
+    }
     Ok((file, conn))
 }
 
