@@ -283,6 +283,9 @@ pub(crate) fn open_file(dir: &Path) -> Result<(PathBuf, Connection), HistoryErro
         } else {
             // Created in rollback-journal mode, so the header's application_id and version are
             // in the file itself, not only in the WAL, before anything else is written.
+            // 16 KiB pages: a block of up to ~4 KiB stays inside its B-tree page (with 4 KiB
+            // pages a WITHOUT ROWID row over ~1 KiB spills to an overflow page of its own).
+            conn.pragma_update(None, "page_size", 16_384)?;
             let tx = conn.unchecked_transaction()?;
             tx.execute_batch(SCHEMA)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;

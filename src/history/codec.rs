@@ -170,10 +170,9 @@ fn encode_slot(out: &mut Vec<u8>, s: &Slot, len_ms: u64) {
     }
     if tag & LATENCY != 0 {
         put(out, s.latency_max_us);
-        // One sample: its sum and its bucket follow from the max.
-        let one = s.sketch.0.len() == 1 && s.sketch.0[0].1 == 1;
-        put(out, u64::from(!one));
-        if !one {
+        // Latency is of successful probes only, so one success is one sample: its sum and its
+        // bucket follow from the max.
+        if s.successes != 1 {
             put(out, s.latency_sum_us);
             put(out, s.sketch.0.len() as u64);
             let mut prev = 0u8;
@@ -202,7 +201,7 @@ fn decode_slot(b: &[u8], at: &mut usize, len_ms: u64) -> Option<Slot> {
     }
     if tag & LATENCY != 0 {
         s.latency_max_us = get(b, at)?;
-        if get(b, at)? == 0 {
+        if s.successes == 1 {
             s.latency_sum_us = s.latency_max_us;
             s.sketch.0.push((bucket(s.latency_max_us), 1));
         } else {
@@ -291,8 +290,8 @@ mod tests {
         assert_eq!(Block::decode(&bytes, 60_000).unwrap(), b);
         let mut quiet = Block::default();
         quiet.set(0, one);
-        // Bitmap (1) + tag (1) + successes (1) + max (3) + "one sample" (1).
-        assert_eq!(quiet.encode(60_000).len(), 7);
+        // Bitmap (1) + tag (1) + successes (1) + max (3).
+        assert_eq!(quiet.encode(60_000).len(), 6);
         assert_eq!(Block::decode(&[0xff], 60_000), None);
     }
 
