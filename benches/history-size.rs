@@ -49,7 +49,7 @@ fn results(rng: &mut Rng, targets: usize, interval_ms: u64, from: u64, to: u64) 
         while t < to {
             if t >= from {
                 let us = rng.latency();
-                let failed = rng.next() % 1000 == 0;
+                let failed = rng.next().is_multiple_of(1000);
                 out.push(Event::Result {
                     target: name(i),
                     interval_ms,

@@ -135,7 +135,6 @@ impl Default for Settings {
 }
 
 const MS_PER_DAY: u64 = 86_400_000;
-const MS_PER_WEEK: u64 = 7 * MS_PER_DAY;
 /// 1970-01-01 was a Thursday: Monday-based weekday 3.
 const EPOCH_WEEKDAY: u64 = 3;
 
@@ -209,7 +208,6 @@ impl Settings {
                         };
                         spans.push((base + a, end));
                     }
-                    let _ = MS_PER_WEEK;
                 }
             }
         }
@@ -357,6 +355,8 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MS_PER_WEEK: u64 = 7 * MS_PER_DAY;
 
     #[test]
     fn rfc3339_and_weekly_windows() {

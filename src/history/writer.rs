@@ -472,7 +472,7 @@ impl Writer {
             self.close_minute(tx, self.rolled, settings)?;
             out.minutes += 1;
             self.rolled += MINUTE;
-            if self.rolled % HOUR == 0 {
+            if self.rolled.is_multiple_of(HOUR) {
                 rolled_hour = true;
             }
         }
