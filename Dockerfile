@@ -30,7 +30,8 @@ LABEL org.opencontainers.image.title="lookout" \
 # Numeric, so Kubernetes' runAsNonRoot can check it; the rootfs' /etc/passwd names it "lookout".
 USER 65532:65532
 EXPOSE 9115
-ENTRYPOINT ["/usr/local/bin/lookout", "--config.file=/etc/lookout/lookout.yml"]
+# The history store lives in /var/lib/lookout (owned by the user above; mount a volume there).
+ENTRYPOINT ["/usr/local/bin/lookout", "--config.file=/etc/lookout/lookout.yml", "--storage.path=/var/lib/lookout"]
 
 # ---- the image from a root filesystem made by scripts/build-static --rootfs ------------------
 FROM base AS prebuilt

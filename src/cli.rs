@@ -50,6 +50,10 @@ pub struct Cli {
     #[arg(long = "history.limit", default_value_t = 100, value_name = "N")]
     pub history_limit: usize,
 
+    /// The directory of the history store (created if missing).
+    #[arg(long = "storage.path", default_value = "data", value_name = "DIR")]
+    pub storage_path: PathBuf,
+
     /// Only log messages with the given severity or above: debug, info, warn, error.
     #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
     pub log_level: String,

@@ -18,7 +18,7 @@ pub use error::ConfigError;
 pub use module::{Module, RawModule};
 pub use target_set::{Assembled, Graph, Rejection, TargetError, TargetSet, assemble};
 pub use targets::{
-    Defaults, RawDefaults, RawScheduler, RawTarget, SchedulerSettings, Target, validate_target,
+    Defaults, RawDefaults, RawScheduler, RawTarget, SchedulerSettings, Slo, Target, validate_target,
 };
 
 /// The file as written.
@@ -43,6 +43,9 @@ pub struct RawConfig {
     /// The status pages (a lookout extension).
     #[serde(default, skip_serializing_if = "is_default")]
     pub status: crate::status::Section,
+    /// The history store's flushing, retention and maintenance windows (a lookout extension).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub history: crate::history::Section,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -61,6 +64,8 @@ pub struct Config {
     pub alerting: Arc<crate::alerts::Spec>,
     /// The status pages.
     pub status: Arc<crate::status::Spec>,
+    /// How history is kept.
+    pub history: crate::history::Settings,
     /// The file it came from (`EMBEDDED_NAME` for the built-in default).
     pub file: PathBuf,
     /// The extension sections as written, for `/config`.
@@ -75,6 +80,7 @@ struct RawExtensions {
     targets: Vec<RawTarget>,
     alerting: crate::alerts::Section,
     status: crate::status::Section,
+    history: crate::history::Section,
 }
 
 impl Config {
@@ -91,6 +97,7 @@ impl Config {
             targets: self.raw_extensions.targets.clone(),
             alerting: self.raw_extensions.alerting.clone(),
             status: self.raw_extensions.status.clone(),
+            history: self.raw_extensions.history.clone(),
         };
         serde_norway::to_string(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -256,11 +263,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let e = e.within("status");
         error(locate_top(text, "status"), e.path, e.message)
     })?;
+    let history = crate::history::Settings::build(&raw.history).map_err(|e| {
+        let e = e.within("history");
+        error(locate_top(text, "history"), e.path, e.message)
+    })?;
     Ok(Config {
         modules,
         targets: Arc::new(set),
         alerting: Arc::new(alerting),
         status: Arc::new(status),
+        history,
         file: path.to_path_buf(),
         raw_extensions: RawExtensions {
             defaults: raw.defaults,
@@ -268,6 +280,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             targets: raw.targets,
             alerting: raw.alerting,
             status: raw.status,
+            history: raw.history,
         },
     })
 }

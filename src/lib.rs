@@ -17,6 +17,7 @@ pub mod alerts;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod history;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
@@ -102,6 +103,10 @@ impl App {
             targets = config.targets.len(),
             "Loaded config file"
         );
+        let (history, history_writer) = history::Store::open(&cli.storage_path).map_err(|e| {
+            tracing::error!(err = %e, "Cannot open the history store");
+            anyhow::Error::new(e).context("cannot open the history store (--storage.path)")
+        })?;
         let (config_tx, config_rx) = tokio::sync::watch::channel(config.targets.clone());
         let resolver = Resolver::system();
         let results = Arc::new(ResultBus::default());
@@ -117,6 +122,7 @@ impl App {
             results,
             recent,
             alerts: Arc::new(alerts::Sender::default()),
+            history: Arc::new(history),
             timeout_offset: cli.timeout_offset,
             prefix: normalise_prefix(&cli.route_prefix),
             openmetrics: cli.enable_openmetrics,
@@ -150,6 +156,14 @@ impl App {
                 stop.cancel();
             });
         }
+        let history_task = tokio::spawn(history::writer::run(
+            history_writer,
+            state.results.subscribe("history", history::writer::QUEUE),
+            state.scheduler.subscribe_changes(history::writer::QUEUE),
+            history::writer::current_config(state.clone()),
+            history::writer::publish_slo(state.scheduler.clone()),
+            stop.clone(),
+        ));
         let scheduler = tokio::spawn(state.scheduler.clone().run(
             config_rx,
             schedule::probe_runner(resolver),
@@ -189,6 +203,7 @@ impl App {
         let task = tokio::spawn(async move {
             let served = server::serve(listener, serve_state, server_stop, grace).await;
             let _ = scheduler.await;
+            let _ = history_task.await;
             served
         });
         Ok(App {

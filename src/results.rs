@@ -289,6 +289,8 @@ mod tests {
             path.to_str().unwrap(),
             "--web.listen-address",
             "127.0.0.1:0",
+            "--storage.path",
+            dir.path().join("data").to_str().unwrap(),
         ]);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = crate::App::start(&cli, async move {

@@ -106,6 +106,32 @@ pub fn probe_runner(resolver: Resolver) -> Runner {
     })
 }
 
+static SLO_BUDGET: Family = Family::gauge(
+    "lookout_slo_error_budget_remaining_ratio",
+    "The share of the target's uptime error budget over its slo_window not yet spent (1 untouched, below 0 overspent).",
+);
+static SLO_BURN: Family = Family::gauge(
+    "lookout_slo_burn_rate",
+    "How fast the target's error budget burns over the last hour (1 spends exactly the budget over the window).",
+);
+
+/// One change of a target's state, for whoever records them (the history store).
+#[derive(Debug, Clone)]
+pub struct ChangeEvent {
+    /// The target's name.
+    pub target: String,
+    /// The state before.
+    pub from: State,
+    /// The state now.
+    pub to: State,
+    /// When (wall clock).
+    pub at: SystemTime,
+    /// Its root causes now.
+    pub root_causes: Vec<String>,
+    /// Its latest failure.
+    pub failure: Option<ProbeFailure>,
+}
+
 /// One scheduled target's live state.
 #[derive(Debug)]
 pub struct TargetState {
@@ -120,6 +146,8 @@ pub struct TargetState {
     running_requested: AtomicBool,
     last: Mutex<Option<Arc<ProbeResult>>>,
     health: Mutex<TargetHealth>,
+    /// Error budget remaining and burn rate of its uptime objective, once computed.
+    slo: Mutex<Option<(f64, f64)>>,
 }
 
 /// A target's health as `/metrics` and the API show it (names, not indices).
@@ -161,6 +189,7 @@ impl TargetState {
             running_requested: AtomicBool::new(false),
             last: Mutex::new(None),
             health: Mutex::new(TargetHealth::default()),
+            slo: Mutex::new(None),
         }
     }
 
@@ -180,6 +209,11 @@ impl TargetState {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Sets the standing of its uptime objective (shown on `/metrics`).
+    pub fn set_slo(&self, budget_remaining: f64, burn_rate: f64) {
+        *self.slo.lock().unwrap_or_else(|e| e.into_inner()) = Some((budget_remaining, burn_rate));
     }
 
     /// This target's counters and health as a report (labels are added by the caller).
@@ -216,6 +250,10 @@ impl TargetState {
         r.set(&MISSED_TOTAL, self.missed.load(Ordering::Relaxed) as f64);
         if let Some(last) = self.last() {
             r.set(&LAST_PROBE, last.finished_unix());
+        }
+        if let Some((budget, burn)) = *self.slo.lock().unwrap_or_else(|e| e.into_inner()) {
+            r.set(&SLO_BUDGET, budget);
+            r.set(&SLO_BURN, burn);
         }
         r
     }
@@ -281,6 +319,8 @@ pub struct Scheduler {
     latest: Arc<Latest>,
     /// Notified whenever a target's health changes.
     pub health_changed: Arc<Notify>,
+    /// Queues of whoever records every change (`subscribe_changes`).
+    change_subscribers: Mutex<Vec<mpsc::Sender<ChangeEvent>>>,
 }
 
 impl Default for Scheduler {
@@ -335,6 +375,7 @@ impl Scheduler {
             results,
             latest,
             health_changed: Arc::new(Notify::new()),
+            change_subscribers: Mutex::new(Vec::new()),
         }
     }
 
@@ -351,6 +392,17 @@ impl Scheduler {
     /// The live states, for exposition.
     pub fn states(&self) -> Arc<Vec<Arc<TargetState>>> {
         self.states.load_full()
+    }
+
+    /// A queue of at most `capacity` state changes, every one as it is decided (a full queue
+    /// drops the change for this subscriber and logs it). Dropping the receiver unsubscribes.
+    pub fn subscribe_changes(&self, capacity: usize) -> mpsc::Receiver<ChangeEvent> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.change_subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
     }
 
     /// The scheduler's own metrics.
@@ -589,6 +641,30 @@ impl Scheduler {
                         reason = reason.as_deref().unwrap_or(""),
                         "Target state changed"
                     );
+                    {
+                        let mut subs = self
+                            .change_subscribers
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        if !subs.is_empty() {
+                            let event = ChangeEvent {
+                                target: target.clone(),
+                                from: c.from,
+                                to: c.to,
+                                at: h.since.unwrap_or_else(SystemTime::now),
+                                root_causes: h.root_causes.clone(),
+                                failure: h.last_failure.clone(),
+                            };
+                            subs.retain(|s| match s.try_send(event.clone()) {
+                                Err(mpsc::error::TrySendError::Closed(_)) => false,
+                                Err(mpsc::error::TrySendError::Full(_)) => {
+                                    tracing::warn!(target = %target, "State change queue full; a change is not recorded");
+                                    true
+                                }
+                                Ok(()) => true,
+                            });
+                        }
+                    }
                     *states[c.target]
                         .health
                         .lock()

@@ -50,6 +50,12 @@ pub struct RawDefaults {
     /// The `severity` label of the target's alert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
+    /// Uptime objective in percent (`99.9`) for targets that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<f64>,
+    /// The window the objective is measured over (default 30d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_window: Option<ConfigDuration>,
 }
 
 /// `scheduler:` as written.
@@ -102,7 +108,25 @@ pub struct RawTarget {
     /// A link for whoever gets its alert.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runbook_url: Option<String>,
+    /// Uptime objective in percent (`99.9`): its error budget and burn rate go to `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<f64>,
+    /// The window the objective is measured over (default 30d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_window: Option<ConfigDuration>,
 }
+
+/// An uptime objective.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slo {
+    /// The share of time up it aims for (0.999 for `slo: 99.9`).
+    pub objective: f64,
+    /// Over how long.
+    pub window: Duration,
+}
+
+/// The objective's window when neither the target nor `defaults:` sets one.
+pub const DEFAULT_SLO_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 
 /// A validated scheduled target.
 #[derive(Debug, Clone)]
@@ -130,6 +154,8 @@ pub struct Target {
     pub severity: String,
     /// A link for whoever gets its alert.
     pub runbook_url: Option<String>,
+    /// Its uptime objective, if any.
+    pub slo: Option<Slo>,
 }
 
 impl Target {
@@ -176,7 +202,7 @@ impl SchedulerSettings {
 }
 
 /// `defaults:`, validated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Defaults {
     /// Interval for targets that set none.
     pub interval: Option<Duration>,
@@ -192,6 +218,10 @@ pub struct Defaults {
     pub recovery_grace: Option<Duration>,
     /// The alert severity for targets that set none.
     pub severity: Option<String>,
+    /// The uptime objective (percent) for targets that set none.
+    pub slo: Option<f64>,
+    /// Its window for targets that set none.
+    pub slo_window: Option<Duration>,
 }
 
 impl Defaults {
@@ -213,6 +243,8 @@ impl Defaults {
             retry_interval: raw.retry_interval.map(|d| d.0),
             recovery_grace: raw.recovery_grace.map(|d| d.0),
             severity: raw.severity.clone(),
+            slo: raw.slo,
+            slo_window: raw.slo_window.map(|d| d.0),
         })
     }
 }
@@ -329,7 +361,31 @@ pub fn validate_target(
     if severity.is_empty() {
         return Err(FieldError::new("severity", "severity must not be empty"));
     }
+    let slo = match raw.slo.or(defaults.slo) {
+        None => None,
+        Some(p) if !(p > 0.0 && p < 100.0) => {
+            return Err(FieldError::new(
+                "slo",
+                format!("slo {p} must be a percentage above 0 and below 100"),
+            ));
+        }
+        Some(p) => Some(Slo {
+            objective: p / 100.0,
+            window: raw
+                .slo_window
+                .map(|d| d.0)
+                .or(defaults.slo_window)
+                .unwrap_or(DEFAULT_SLO_WINDOW),
+        }),
+    };
+    if slo.is_some_and(|s| s.window < Duration::from_secs(3600)) {
+        return Err(FieldError::new(
+            "slo_window",
+            "slo_window must be at least 1h",
+        ));
+    }
     Ok(Target {
+        slo,
         name: raw.name.clone(),
         module_name: raw.module.clone(),
         module: module.clone(),

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::State as AppState;
-use crate::status::{self as page, HistorySource, NoHistory, TargetView};
+use crate::status::{self as page, HistorySource, TargetView};
 
 /// The scheduled targets as the pages see them.
 fn views(state: &AppState) -> Vec<TargetView> {
@@ -25,57 +25,169 @@ fn views(state: &AppState) -> Vec<TargetView> {
         .collect()
 }
 
-/// The history the pages read (none until a store is configured).
-fn history(_state: &AppState) -> &'static dyn HistorySource {
-    &NoHistory
+/// The history store as the pages read it: rollups, as of `now`.
+struct Stored<'a> {
+    store: &'a crate::history::Store,
+    now: SystemTime,
+}
+
+impl HistorySource for Stored<'_> {
+    fn uptime(&self, target: &str, window: Duration) -> Option<f64> {
+        self.store
+            .uptime(target, self.now - window, self.now)
+            .ok()?
+            .ratio()
+    }
+
+    fn days(&self, target: &str, n: usize) -> Vec<page::DayView> {
+        let incidents = self.store.incidents(target, 200).unwrap_or_default();
+        self.store
+            .days(target, n, self.now)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| {
+                let end = d.start + Duration::from_secs(86_400);
+                page::DayView {
+                    start: d.start,
+                    up_ratio: d.up_ratio,
+                    maintenance_ratio: d.maintenance_ratio,
+                    incidents: incidents
+                        .iter()
+                        .filter(|i| i.start < end && i.end.is_none_or(|e| e >= d.start))
+                        .map(|i| incident_line(i, self.now))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn latency(&self, target: &str, window: Duration, points: usize) -> Vec<page::LatencyPoint> {
+        let step = window / points.max(1) as u32;
+        self.store
+            .latency(target, self.now - window, self.now, step)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| page::LatencyPoint {
+                at: p.at,
+                p50: p.p50.as_secs_f64(),
+                p95: p.p95.as_secs_f64(),
+                max: p.max.as_secs_f64(),
+            })
+            .collect()
+    }
+
+    fn incidents(&self, target: &str, limit: usize) -> Vec<page::IncidentView> {
+        self.store
+            .incidents(target, limit)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| page::IncidentView {
+                start: i.start,
+                end: i.end,
+                kind: i.kind.unwrap_or_else(|| i.state.as_str().to_owned()),
+                reason: i.reason.unwrap_or_default(),
+                root_causes: i.root_causes,
+            })
+            .collect()
+    }
+}
+
+/// One line of a day bar's tooltip for an incident.
+fn incident_line(i: &crate::history::Incident, now: SystemTime) -> String {
+    let lasted = i
+        .end
+        .unwrap_or(now)
+        .duration_since(i.start)
+        .unwrap_or_default();
+    let mut line = format!(
+        "{} {}, {}",
+        i.state.as_str(),
+        page::render::clock(i.start, now),
+        page::render::span(lasted)
+    );
+    if let Some(k) = &i.kind {
+        line.push_str(": ");
+        line.push_str(k);
+    }
+    if !i.root_causes.is_empty() {
+        line.push_str(&format!(" (cause: {})", i.root_causes.join(", ")));
+    }
+    line
+}
+
+/// Runs `f` with the history on a blocking thread (store reads are short blocking reads).
+async fn with_history<T: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&dyn HistorySource) -> T + Send + 'static,
+) -> Result<T, Response> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let h = Stored {
+            store: &state.history,
+            now: SystemTime::now(),
+        };
+        f(&h)
+    })
+    .await
+    .map_err(|e| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering failed: {e}\n"),
+        )
+            .into_response()
+    })
 }
 
 fn not_found(what: &str) -> Response {
     (StatusCode::NOT_FOUND, format!("{what}\n")).into_response()
 }
 
-fn render(state: &AppState, name: &str) -> Response {
-    let config = state.config.load();
-    let Some(p) = config.status.page(name) else {
+async fn render(state: &Arc<AppState>, name: &str) -> Response {
+    let config = state.config.load_full();
+    let Some(p) = config.status.page(name).cloned() else {
         return not_found(&format!("no status page {name:?}"));
     };
-    let m = page::model(
-        p,
-        config.status.refresh,
-        &views(state),
-        history(state),
-        SystemTime::now(),
-    );
-    Html(page::page_html(&m, &format!("{}/status", state.prefix))).into_response()
+    let views = views(state);
+    let base = format!("{}/status", state.prefix);
+    let refresh = config.status.refresh;
+    match with_history(state, move |h| {
+        let m = page::model(&p, refresh, &views, h, SystemTime::now());
+        page::page_html(&m, &base)
+    })
+    .await
+    {
+        Ok(html) => Html(html).into_response(),
+        Err(r) => r,
+    }
 }
 
 /// `GET /status`.
 pub async fn default_page(State(state): State<Arc<AppState>>) -> Response {
-    render(&state, "")
+    render(&state, "").await
 }
 
 /// `GET /status/<page>`.
 pub async fn page(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    render(&state, &name)
+    render(&state, &name).await
 }
 
 /// `GET /status/target/<name>`: one target's page (not on public pages' links, but reachable:
 /// it shows what `/api/v1/targets` shows).
 pub async fn target(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     let all = views(&state);
-    let Some(v) = all.iter().find(|v| v.target.name == name) else {
+    let Some(i) = all.iter().position(|v| v.target.name == name) else {
         return not_found(&format!("no scheduled target {name:?}"));
     };
     let refresh = state.config.load().status.refresh;
-    Html(page::target_html(
-        &format!("{}/status", state.prefix),
-        v,
-        &all,
-        history(&state),
-        refresh,
-        SystemTime::now(),
-    ))
-    .into_response()
+    let base = format!("{}/status", state.prefix);
+    match with_history(&state, move |h| {
+        page::target_html(&base, &all[i], &all, h, refresh, SystemTime::now())
+    })
+    .await
+    {
+        Ok(html) => Html(html).into_response(),
+        Err(r) => r,
+    }
 }
 
 /// `GET /api/v1/status?page=NAME`: a page's model as JSON.
@@ -83,17 +195,20 @@ pub async fn api(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let config = state.config.load();
+    let config = state.config.load_full();
     let name = q.get("page").map(String::as_str).unwrap_or("");
-    let Some(p) = config.status.page(name) else {
+    let Some(p) = config.status.page(name).cloned() else {
         return not_found(&format!("no status page {name:?}"));
     };
-    let m = page::model(p, None, &views(&state), history(&state), SystemTime::now());
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        page::model_json(&m).to_string(),
-    )
-        .into_response()
+    let views = views(&state);
+    match with_history(&state, move |h| {
+        page::model_json(&page::model(&p, None, &views, h, SystemTime::now())).to_string()
+    })
+    .await
+    {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(r) => r,
+    }
 }
 
 /// Parses a badge window: `24h`, `7d`, `30d`, `90d` or any config duration.
@@ -125,7 +240,12 @@ pub async fn badge(
             let Some((label, w)) = window(&q) else {
                 return (StatusCode::BAD_REQUEST, "invalid window\n").into_response();
             };
-            match history(&state).uptime(&name, w) {
+            let target = name.clone();
+            let ratio = match with_history(&state, move |h| h.uptime(&target, w)).await {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            match ratio {
                 Some(r) => page::badge(
                     &format!("uptime {label}"),
                     &format!("{:.2}%", r * 100.0),

@@ -85,6 +85,8 @@ impl Exporter {
             let log_path = log_dir.join(format!("{name}-{attempt}.log"));
             let log = File::create(&log_path).expect("create exporter log file");
             let child = Command::new(bin)
+                // lookout keeps its history store in ./data: in the test's directory.
+                .current_dir(log_dir)
                 .arg("--config.file")
                 .arg(config)
                 .arg("--web.listen-address")

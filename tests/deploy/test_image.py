@@ -121,7 +121,8 @@ def image(buildah):
 def test_image_config(image):
     c = image["config"]
     assert c["User"] == "65532:65532"
-    assert c["Entrypoint"] == ["/usr/local/bin/lookout", "--config.file=/etc/lookout/lookout.yml"]
+    assert c["Entrypoint"] == ["/usr/local/bin/lookout", "--config.file=/etc/lookout/lookout.yml",
+                               "--storage.path=/var/lib/lookout"]
     assert c.get("Cmd") in (None, [])
     assert set(c["ExposedPorts"]) == {"9115/tcp"}
     labels = c["Labels"]
@@ -146,7 +147,9 @@ def test_image_runs_from_its_own_filesystem_as_its_user(image, buildah, tmp_path
     ro.mkdir()
     entry = " ".join(image["config"]["Entrypoint"])
     # A private mount namespace: a read-only bind of the image's filesystem, then chroot into it.
+    # The history store's directory gets a writable tmpfs, as the chart's emptyDir.
     script = (f"mount --bind {mnt} {ro} && mount -o remount,bind,ro {ro} && "
+              f"mount -t tmpfs -o uid=65532,gid=65532,mode=0750 tmpfs {ro}/var/lib/lookout && "
               f"exec chroot --userspec={user} {ro} {entry} --web.listen-address=127.0.0.1:{port}")
     proc = start(["unshare", "--mount", "sh", "-c", script], port)
     try:

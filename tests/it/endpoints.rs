@@ -31,12 +31,15 @@ fn free_port() -> u16 {
 
 async fn start_binary(config: &std::path::Path) -> Binary {
     let port = free_port();
+    let storage = config.with_file_name("data");
     let child = Command::new(env!("CARGO_BIN_EXE_lookout"))
         .args([
             "--config.file",
             config.to_str().unwrap(),
             "--web.listen-address",
             &format!("127.0.0.1:{port}"),
+            "--storage.path",
+            storage.to_str().unwrap(),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -19,6 +19,8 @@ mod endpoints;
 mod graph;
 /// The gRPC prober against an in-process tonic health server.
 mod grpc;
+/// The history store with the real binary: SIGKILL mid-write, a foreign file refused.
+mod history;
 /// Hostile targets: stalls, huge and broken bodies, gzip bombs.
 mod hostile;
 /// The HTTP prober against in-process hyper servers.

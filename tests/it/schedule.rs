@@ -332,6 +332,8 @@ fn the_file_watch_reloads_and_sigterm_exits_cleanly() {
                 "100ms",
                 "--shutdown.grace-period",
                 "2s",
+                "--storage.path",
+                dir.path().join("data").to_str().unwrap(),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -116,12 +116,15 @@ impl Lookout {
     pub async fn start_with_flags(dir: tempfile::TempDir, yaml: &str, flags: &[&str]) -> Lookout {
         let config_path = dir.path().join("lookout.yml");
         std::fs::write(&config_path, yaml).unwrap();
+        let storage = dir.path().join("data");
         let mut args = vec![
             "lookout",
             "--config.file",
             config_path.to_str().unwrap(),
             "--web.listen-address",
             "127.0.0.1:0",
+            "--storage.path",
+            storage.to_str().unwrap(),
         ];
         args.extend_from_slice(flags);
         let cli = <lookout::cli::Cli as clap::Parser>::parse_from(args);

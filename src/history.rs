@@ -1,0 +1,687 @@
+//! The history store: what happened to each scheduled target, kept on disk in one SQLite file
+//! (`--storage.path`/history.sqlite; docs/storage.md says why SQLite).
+//!
+//! Fed by a writer task (`writer`) from a queued subscription of the result bus and the
+//! scheduler's state changes, in batches: one transaction and one fsync per
+//! `history.flush_interval`, whatever the number of targets, so `kill -9` loses at most the batch
+//! being gathered. It keeps raw results for `retention.raw`, rollups by minute, hour and day
+//! (`codec::Slot`: counts, time up/down/maintenance/unknown weighted by how long each state held,
+//! latency sum, max and a log-bucket sketch), incidents and every state change.
+//!
+//! The query API (`Store::uptime`, `days`, `latency`, `incidents`, `state_changes`, `slo`) is
+//! plain data for the status page and JSON. Queries are short blocking reads; call them from a
+//! blocking thread in async code. They see what has been rolled up: minutes up to the last closed
+//! one (rollups lag the clock by at most a minute and a flush).
+//!
+//! The file is versioned (SQLite's `application_id` and `user_version`). A file that is not a
+//! SQLite database, another program's database, a newer schema or a damaged file is refused with
+//! the file's name and the reason, and never written to.
+
+pub mod codec;
+pub mod settings;
+pub mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+pub use codec::{Block, Sketch, Slot};
+pub use settings::{Section, Settings};
+
+use crate::health::State;
+
+/// The store's file inside `--storage.path`.
+pub const FILE_NAME: &str = "history.sqlite";
+/// SQLite `application_id` of lookout's history ("lkht").
+pub const APPLICATION_ID: i32 = 0x6c6b_6874;
+/// The schema version this build writes and reads.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Why the store cannot be opened or read.
+#[derive(Debug)]
+pub struct HistoryError {
+    /// The file concerned.
+    pub file: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for HistoryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "history store {}: {}", self.file.display(), self.message)
+    }
+}
+
+impl std::error::Error for HistoryError {}
+
+/// A rollup tier: the period of one slot and of one block (a row) of slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// Minutes, in blocks of an hour.
+    Minute = 0,
+    /// Hours, in blocks of a day.
+    Hour = 1,
+    /// Days, in blocks of 32 days.
+    Day = 2,
+}
+
+impl Tier {
+    /// A slot's length in ms.
+    pub fn slot_ms(self) -> u64 {
+        match self {
+            Tier::Minute => 60_000,
+            Tier::Hour => 3_600_000,
+            Tier::Day => 86_400_000,
+        }
+    }
+
+    /// How many slots make a block.
+    pub fn per_block(self) -> u64 {
+        match self {
+            Tier::Minute => 60,
+            Tier::Hour => 24,
+            Tier::Day => 32,
+        }
+    }
+
+    /// A block's length in ms.
+    pub fn block_ms(self) -> u64 {
+        self.slot_ms() * self.per_block()
+    }
+
+    /// The start of the block holding the slot that starts at `at` (ms), and its index.
+    pub fn locate(self, at: u64) -> (u64, u8) {
+        let block = at / self.block_ms() * self.block_ms();
+        (block, ((at - block) / self.slot_ms()) as u8)
+    }
+}
+
+/// How long a target was up, down, in maintenance and unknown (not probed, lookout not running,
+/// or not yet rolled up) in a range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uptime {
+    /// Up.
+    pub up: Duration,
+    /// Down or blocked (failing, whatever the cause).
+    pub down: Duration,
+    /// In a maintenance window, whatever the state.
+    pub maintenance: Duration,
+    /// The rest of the range.
+    pub unknown: Duration,
+}
+
+impl Uptime {
+    /// `up / (up + down)`: the share of the known time outside maintenance it was up; `None`
+    /// when nothing is known.
+    pub fn ratio(&self) -> Option<f64> {
+        let known = (self.up + self.down).as_secs_f64();
+        (known > 0.0).then(|| self.up.as_secs_f64() / known)
+    }
+}
+
+/// One UTC day of a target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Day {
+    /// Its start (00:00 UTC).
+    pub start: SystemTime,
+    /// `Uptime::ratio` of the day; `None` when nothing is known.
+    pub up_ratio: Option<f64>,
+    /// The share of the day in maintenance.
+    pub maintenance_ratio: f64,
+    /// Incidents that overlap the day.
+    pub incidents: u32,
+}
+
+/// Latency over one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The step's start.
+    pub at: SystemTime,
+    /// Median (a bucket bound of the sketch: within 19% above the truth).
+    pub p50: Duration,
+    /// 95th percentile (likewise).
+    pub p95: Duration,
+    /// The longest probe.
+    pub max: Duration,
+}
+
+/// A time a target was failing: from its change to down or blocked until it was up again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incident {
+    /// When it started failing.
+    pub start: SystemTime,
+    /// When it was up again; `None` while open.
+    pub end: Option<SystemTime>,
+    /// Its state when it started (down or blocked).
+    pub state: State,
+    /// The failure's kind (`FailureKind::as_str`), if known.
+    pub kind: Option<String>,
+    /// The failure's reason.
+    pub reason: Option<String>,
+    /// Every root cause named during the incident.
+    pub root_causes: Vec<String>,
+}
+
+/// One recorded change of a target's state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    /// When.
+    pub at: SystemTime,
+    /// From.
+    pub from: State,
+    /// To.
+    pub to: State,
+    /// The root causes after the change.
+    pub root_causes: Vec<String>,
+    /// The latest failure's kind at the change.
+    pub kind: Option<String>,
+    /// And its reason.
+    pub reason: Option<String>,
+}
+
+/// An uptime objective's standing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SloStatus {
+    /// The share of the error budget (`1 - objective` of the window's known time) not spent:
+    /// 1 untouched, 0 spent, below 0 overspent.
+    pub budget_remaining: f64,
+    /// How fast the budget burns over the last hour: the hour's failing share over
+    /// `1 - objective` (1 spends exactly the budget over the window).
+    pub burn_rate: f64,
+}
+
+/// Error budget left and burn rate for `objective` (0.999 for 99.9%) from the window's uptime
+/// and the last hour's.
+pub fn slo_status(objective: f64, window: &Uptime, last_hour: &Uptime) -> SloStatus {
+    let allowed = (1.0 - objective).max(f64::EPSILON);
+    let failing = |u: &Uptime| 1.0 - u.ratio().unwrap_or(1.0);
+    SloStatus {
+        budget_remaining: 1.0 - failing(window) / allowed,
+        burn_rate: failing(last_hour) / allowed,
+    }
+}
+
+pub(crate) fn state_code(s: State) -> i64 {
+    match s {
+        State::Unknown => 0,
+        State::Up => 1,
+        State::Down => 2,
+        State::Blocked => 3,
+    }
+}
+
+pub(crate) fn state_of(code: i64) -> State {
+    match code {
+        1 => State::Up,
+        2 => State::Down,
+        3 => State::Blocked,
+        _ => State::Unknown,
+    }
+}
+
+pub(crate) fn at(ms: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+pub(crate) fn ms(t: SystemTime) -> u64 {
+    settings::unix_ms(t)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE targets (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE raw (
+    start INTEGER NOT NULL, target INTEGER NOT NULL, duration_us INTEGER NOT NULL,
+    kind TEXT, reason TEXT, PRIMARY KEY (start, target)) WITHOUT ROWID;
+CREATE TABLE rollup (
+    tier INTEGER NOT NULL, target INTEGER NOT NULL, start INTEGER NOT NULL, slots BLOB NOT NULL,
+    PRIMARY KEY (tier, target, start)) WITHOUT ROWID;
+CREATE TABLE changes (
+    id INTEGER PRIMARY KEY, target INTEGER NOT NULL, at INTEGER NOT NULL,
+    from_state INTEGER NOT NULL, to_state INTEGER NOT NULL, root_causes TEXT NOT NULL,
+    kind TEXT, reason TEXT);
+CREATE INDEX changes_by_target ON changes (target, at);
+CREATE TABLE incidents (
+    id INTEGER PRIMARY KEY, target INTEGER NOT NULL, start INTEGER NOT NULL, end INTEGER,
+    state INTEGER NOT NULL, kind TEXT, reason TEXT, root_causes TEXT NOT NULL);
+CREATE INDEX incidents_by_target ON incidents (target, start);
+";
+
+/// Opens (or creates) the store's file in `dir`, creating `dir` when missing, and checks that it
+/// is lookout's history of a version this build reads, before anything writes to it. Returns a
+/// connection ready to write.
+pub(crate) fn open_file(dir: &Path) -> Result<(PathBuf, Connection), HistoryError> {
+    let file = dir.join(FILE_NAME);
+    let err = |message: String| HistoryError {
+        file: file.clone(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create its directory: {e}")))?;
+    let exists = std::fs::metadata(&file)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
+    if exists {
+        check_existing(&file).map_err(err)?;
+    }
+    let conn = Connection::open(&file).map_err(|e| err(format!("cannot open: {e}")))?;
+    let setup = || -> rusqlite::Result<Option<String>> {
+        if exists {
+            // The header again, through the connection that sees the WAL too (a newer lookout's
+            // upgrade may sit there, not yet checkpointed into the file).
+            let app: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+            let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if app != APPLICATION_ID || version > SCHEMA_VERSION {
+                return Ok(Some(format!(
+                    "written by a newer lookout or another program (application_id {app:#x}, schema version {version}); refusing to touch it"
+                )));
+            }
+        } else {
+            // Created in rollback-journal mode, so the header's application_id and version are
+            // in the file itself, not only in the WAL, before anything else is written.
+            // 16 KiB pages: a block of up to ~4 KiB stays inside its B-tree page (with 4 KiB
+            // pages a WITHOUT ROWID row over ~1 KiB spills to an overflow page of its own).
+            conn.pragma_update(None, "page_size", 16_384)?;
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            tx.commit()?;
+        }
+        // WAL with synchronous=FULL: a commit is durable when it returns (the WAL is fsynced),
+        // and a crash at any point leaves the last committed transaction.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(None)
+    };
+    if let Some(refusal) = setup().map_err(|e| err(format!("cannot set up: {e}")))? {
+        return Err(err(refusal));
+    }
+    Ok((file, conn))
+}
+
+/// Reads an existing file's header read-only: its SQLite magic, `application_id`,
+/// `user_version`, and the schema's tables. An error says what is wrong; nothing is written.
+fn check_existing(file: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut head = [0u8; 100];
+    let n = std::fs::File::open(file)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if n < 100 || &head[..16] != b"SQLite format 3\0" {
+        return Err("not a lookout history store: not an SQLite database (refusing to touch it; move it away or point --storage.path elsewhere)".into());
+    }
+    let app = i32::from_be_bytes([head[68], head[69], head[70], head[71]]);
+    let version = i32::from_be_bytes([head[60], head[61], head[62], head[63]]);
+    if app != APPLICATION_ID {
+        return Err(format!(
+            "not a lookout history store: an SQLite database of another program (application_id {app:#x}, expected {APPLICATION_ID:#x}); refusing to touch it"
+        ));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "written by a newer lookout (schema version {version}, this build reads up to {SCHEMA_VERSION}); refusing to touch it"
+        ));
+    }
+    if version < 1 {
+        return Err(format!(
+            "schema version {version} is not one lookout wrote; refusing to touch it"
+        ));
+    }
+    // Read-only and immutable (no locks, no WAL or shared-memory files created), so even a
+    // damaged file is not changed by the check. A WAL left by a crash is not read here; the
+    // main file is consistent at its last checkpoint, and the writer's connection replays it.
+    let uri = url::Url::from_file_path(std::path::absolute(file).map_err(|e| e.to_string())?)
+        .map_err(|()| "cannot name it as a URI".to_owned())?;
+    let conn = Connection::open_with_flags(
+        format!("{uri}?immutable=1"),
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| format!("cannot open: {e}"))?;
+    let check = || -> rusqlite::Result<String> {
+        let tables: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('meta', 'targets', 'raw', 'rollup', 'changes', 'incidents')",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables != 6 {
+            return Ok(format!("damaged: {tables} of its 6 tables found"));
+        }
+        conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+    };
+    match check() {
+        Ok(s) if s == "ok" => Ok(()),
+        Ok(s) => Err(format!("damaged ({s}); refusing to touch it")),
+        Err(e) => Err(format!("damaged ({e}); refusing to touch it")),
+    }
+}
+
+/// The store: opened once at start; the writer task writes it, anyone may query it.
+#[derive(Debug)]
+pub struct Store {
+    file: PathBuf,
+    read: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens the store in `dir` (see `open_file`), returning it and the connection its writer
+    /// gets.
+    pub fn open(dir: &Path) -> Result<(Store, writer::Writer), HistoryError> {
+        let (file, conn) = open_file(dir)?;
+        let read = Connection::open_with_flags(
+            &file,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| HistoryError {
+            file: file.clone(),
+            message: format!("cannot open for reading: {e}"),
+        })?;
+        let w = writer::Writer::new(conn, file.clone())?;
+        Ok((
+            Store {
+                file,
+                read: Mutex::new(read),
+            },
+            w,
+        ))
+    }
+
+    /// The file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, HistoryError> {
+        let conn = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        f(&conn).map_err(|e| HistoryError {
+            file: self.file.clone(),
+            message: format!("query failed: {e}"),
+        })
+    }
+
+    /// How long `target` was up, down, in maintenance and unknown in `[from, to)` (rounded to
+    /// whole minutes).
+    pub fn uptime(
+        &self,
+        target: &str,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Uptime, HistoryError> {
+        self.with(|c| uptime(c, target, ms(from), ms(to)))
+    }
+
+    /// The last `n` UTC days of `target`, oldest first, today (so far) last.
+    pub fn days(&self, target: &str, n: usize, now: SystemTime) -> Result<Vec<Day>, HistoryError> {
+        self.with(|c| {
+            let now = ms(now);
+            let today = now / 86_400_000 * 86_400_000;
+            let mut out = Vec::with_capacity(n);
+            let incidents = incidents(c, target, 10_000)?;
+            for k in (0..n as u64).rev() {
+                let Some(start) = today.checked_sub(k * 86_400_000) else {
+                    continue;
+                };
+                // Today ends now: its closed hours are in the hour tier, not yet in the day tier.
+                let end = (start + 86_400_000).min(now.max(start));
+                let u = uptime(c, target, start, end)?;
+                let s = at(start as i64);
+                out.push(Day {
+                    start: s,
+                    up_ratio: u.ratio(),
+                    maintenance_ratio: u.maintenance.as_secs_f64() / 86_400.0,
+                    incidents: incidents
+                        .iter()
+                        .filter(|i| {
+                            i.start < at((start + 86_400_000) as i64) && i.end.is_none_or(|x| x > s)
+                        })
+                        .count() as u32,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Latency of `target`'s successful probes in `[from, to)`, one point per `step` with
+    /// probes (from minute rollups for steps under an hour, else hour or day rollups).
+    pub fn latency(
+        &self,
+        target: &str,
+        from: SystemTime,
+        to: SystemTime,
+        step: Duration,
+    ) -> Result<Vec<Point>, HistoryError> {
+        self.with(|c| {
+            let step_ms = (step.as_millis() as u64).max(60_000);
+            let tier = if step_ms >= 86_400_000 {
+                Tier::Day
+            } else if step_ms >= 3_600_000 {
+                Tier::Hour
+            } else {
+                Tier::Minute
+            };
+            let (from, to) = (ms(from), ms(to));
+            let mut points: Vec<(u64, Slot)> = Vec::new();
+            for (start, slot) in slots(c, tier, target, from, to)? {
+                let k = from + (start - from.min(start)) / step_ms * step_ms;
+                match points.last_mut() {
+                    Some((pk, acc)) if *pk == k => acc.merge(&slot),
+                    _ => points.push((k, slot)),
+                }
+            }
+            Ok(points
+                .into_iter()
+                .filter(|(_, s)| !s.sketch.0.is_empty())
+                .map(|(k, s)| {
+                    let us = |q: f64| {
+                        Duration::from_micros(
+                            s.sketch
+                                .quantile(q)
+                                .unwrap_or(0.0)
+                                .min(s.latency_max_us as f64) as u64,
+                        )
+                    };
+                    Point {
+                        at: at(k as i64),
+                        p50: us(0.5),
+                        p95: us(0.95),
+                        max: Duration::from_micros(s.latency_max_us),
+                    }
+                })
+                .collect())
+        })
+    }
+
+    /// `target`'s latest `limit` incidents, newest first.
+    pub fn incidents(&self, target: &str, limit: usize) -> Result<Vec<Incident>, HistoryError> {
+        self.with(|c| incidents(c, target, limit))
+    }
+
+    /// `target`'s latest `limit` state changes, newest first.
+    pub fn state_changes(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<StateChange>, HistoryError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT c.at, c.from_state, c.to_state, c.root_causes, c.kind, c.reason
+                 FROM changes c JOIN targets t ON t.id = c.target
+                 WHERE t.name = ?1 ORDER BY c.at DESC, c.id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map((target, limit as i64), |r| {
+                Ok(StateChange {
+                    at: at(r.get(0)?),
+                    from: state_of(r.get(1)?),
+                    to: state_of(r.get(2)?),
+                    root_causes: split_names(&r.get::<_, String>(3)?),
+                    kind: r.get(4)?,
+                    reason: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The standing of an uptime objective (0.999 for 99.9%) over `window` ending at `now`.
+    pub fn slo(
+        &self,
+        target: &str,
+        objective: f64,
+        window: Duration,
+        now: SystemTime,
+    ) -> Result<SloStatus, HistoryError> {
+        self.with(|c| slo(c, target, objective, window, now))
+    }
+}
+
+pub(crate) fn slo(
+    c: &Connection,
+    target: &str,
+    objective: f64,
+    window: Duration,
+    now: SystemTime,
+) -> rusqlite::Result<SloStatus> {
+    let now = ms(now);
+    let w = uptime(
+        c,
+        target,
+        now.saturating_sub(window.as_millis() as u64),
+        now,
+    )?;
+    let h = uptime(c, target, now.saturating_sub(3_600_000), now)?;
+    Ok(slo_status(objective, &w, &h))
+}
+
+pub(crate) fn split_names(s: &str) -> Vec<String> {
+    s.split('\n')
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn incidents(c: &Connection, target: &str, limit: usize) -> rusqlite::Result<Vec<Incident>> {
+    let mut st = c.prepare_cached(
+        "SELECT i.start, i.end, i.state, i.kind, i.reason, i.root_causes
+         FROM incidents i JOIN targets t ON t.id = i.target
+         WHERE t.name = ?1 ORDER BY i.start DESC, i.id DESC LIMIT ?2",
+    )?;
+    let rows = st.query_map((target, limit as i64), |r| {
+        Ok(Incident {
+            start: at(r.get(0)?),
+            end: r.get::<_, Option<i64>>(1)?.map(at),
+            state: state_of(r.get(2)?),
+            kind: r.get(3)?,
+            reason: r.get(4)?,
+            root_causes: split_names(&r.get::<_, String>(5)?),
+        })
+    })?;
+    rows.collect()
+}
+
+fn target_id(c: &Connection, target: &str) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached("SELECT id FROM targets WHERE name = ?1")?
+        .query_row([target], |r| r.get(0))
+        .optional()
+}
+
+/// The slots of `tier` for `target` that start in `[from, to)`, in time order.
+pub(crate) fn slots(
+    c: &Connection,
+    tier: Tier,
+    target: &str,
+    from: u64,
+    to: u64,
+) -> rusqlite::Result<Vec<(u64, Slot)>> {
+    let Some(id) = target_id(c, target)? else {
+        return Ok(Vec::new());
+    };
+    slots_by_id(c, tier, id, from, to)
+}
+
+pub(crate) fn slots_by_id(
+    c: &Connection,
+    tier: Tier,
+    id: i64,
+    from: u64,
+    to: u64,
+) -> rusqlite::Result<Vec<(u64, Slot)>> {
+    let mut out = Vec::new();
+    if to <= from {
+        return Ok(out);
+    }
+    let mut st = c.prepare_cached(
+        "SELECT start, slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start >= ?3 AND start < ?4 ORDER BY start",
+    )?;
+    let first_block = tier.locate(from).0;
+    let mut rows = st.query((tier as i64, id, first_block as i64, to as i64))?;
+    while let Some(r) = rows.next()? {
+        let start = r.get::<_, i64>(0)? as u64;
+        let bytes: Vec<u8> = r.get(1)?;
+        let Some(block) = Block::decode(&bytes, tier.slot_ms()) else {
+            return Err(rusqlite::Error::InvalidColumnType(
+                1,
+                "slots (malformed block)".into(),
+                rusqlite::types::Type::Blob,
+            ));
+        };
+        for (i, s) in block.0 {
+            let t = start + u64::from(i) * tier.slot_ms();
+            if t >= from && t < to {
+                out.push((t, s));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Uptime of `target` in `[from, to)` ms: whole days from day rollups, whole hours from hour
+/// rollups, the minutes at either end from minute rollups.
+fn uptime(c: &Connection, target: &str, from: u64, to: u64) -> rusqlite::Result<Uptime> {
+    let (from, to) = (from / 60_000 * 60_000, to.div_ceil(60_000) * 60_000);
+    let mut total = Slot::default();
+    if to > from
+        && let Some(id) = target_id(c, target)?
+    {
+        let mut add = |tier: Tier, a: u64, b: u64| -> rusqlite::Result<()> {
+            for (_, s) in slots_by_id(c, tier, id, a, b)? {
+                total.merge(&s);
+            }
+            Ok(())
+        };
+        let h0 = from.div_ceil(3_600_000) * 3_600_000;
+        let h1 = to / 3_600_000 * 3_600_000;
+        if h0 >= h1 {
+            add(Tier::Minute, from, to)?;
+        } else {
+            let d0 = h0.div_ceil(86_400_000) * 86_400_000;
+            let d1 = h1 / 86_400_000 * 86_400_000;
+            add(Tier::Minute, from, h0)?;
+            if d0 >= d1 {
+                add(Tier::Hour, h0, h1)?;
+            } else {
+                add(Tier::Hour, h0, d0)?;
+                add(Tier::Day, d0, d1)?;
+                add(Tier::Hour, d1, h1)?;
+            }
+            add(Tier::Minute, h1, to)?;
+        }
+    }
+    let d = Duration::from_millis;
+    let known = total.up_ms + total.down_ms + total.maintenance_ms;
+    Ok(Uptime {
+        up: d(total.up_ms),
+        down: d(total.down_ms),
+        maintenance: d(total.maintenance_ms),
+        unknown: d((to.saturating_sub(from)).saturating_sub(known)),
+    })
+}
