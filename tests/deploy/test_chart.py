@@ -549,3 +549,22 @@ def test_packaged_chart_carries_the_rules_and_dashboard(tmp_path):
     from_dir = helm(*template_args([full])).stdout
     from_tgz = helm("template", RELEASE, str(tgz), "--namespace", NAMESPACE, "-f", full).stdout
     assert from_tgz == from_dir
+
+
+def test_history_on_a_persistent_volume_claim(tmp_path):
+    """persistence.enabled puts the history store on a claim the chart makes (or an existing
+    one); without it the store lives in an emptyDir."""
+    volume = lambda objs: [v for v in deployment_spec(objs)["volumes"] if v["name"] == "history"][0]
+    assert volume(render()) == {"name": "history", "emptyDir": {}}
+    assert not find(render(), "PersistentVolumeClaim")
+    objs = render_values({"persistence": {"enabled": True, "size": "5Gi", "storageClassName": "local-path"}}, tmp_path)
+    [pvc] = find(objs, "PersistentVolumeClaim")
+    assert pvc["metadata"]["name"] == f"{FULL}-history"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert pvc["spec"]["storageClassName"] == "local-path"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert volume(objs) == {"name": "history", "persistentVolumeClaim": {"claimName": f"{FULL}-history"}}
+    assert "--storage.path=/var/lib/lookout" in container(objs)["args"]
+    objs = render_values({"persistence": {"enabled": True, "existingClaim": "mine"}}, tmp_path, "existing.yaml")
+    assert not find(objs, "PersistentVolumeClaim")
+    assert volume(objs)["persistentVolumeClaim"]["claimName"] == "mine"
