@@ -50,9 +50,11 @@ pub struct Cli {
     #[arg(long = "history.limit", default_value_t = 100, value_name = "N")]
     pub history_limit: usize,
 
-    /// The directory of the history store (created if missing).
-    #[arg(long = "storage.path", default_value = "data", value_name = "DIR")]
-    pub storage_path: PathBuf,
+    /// The directory of the history store (created if missing). Without the flag, ./data when
+    /// the config schedules targets, and no store when it has none (a blackbox_exporter config
+    /// never makes lookout write to disk); an empty value turns the store off.
+    #[arg(long = "storage.path", value_name = "DIR")]
+    pub storage_path: Option<PathBuf>,
 
     /// Only log messages with the given severity or above: debug, info, warn, error.
     #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
@@ -92,6 +94,16 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 impl Cli {
+    /// Where the history store lives, if anywhere, for a config with `scheduled` targets.
+    pub fn storage(&self, scheduled: bool) -> Option<PathBuf> {
+        match &self.storage_path {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None if scheduled => Some(PathBuf::from("data")),
+            None => None,
+        }
+    }
+
     /// The config source: the flag, else ./lookout.yml, else the built-in default.
     pub fn config_source(&self) -> ConfigSource {
         ConfigSource::choose(self.config_file.as_deref())

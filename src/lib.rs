@@ -103,10 +103,20 @@ impl App {
             targets = config.targets.len(),
             "Loaded config file"
         );
-        let (history, history_writer) = history::Store::open(&cli.storage_path).map_err(|e| {
-            tracing::error!(err = %e, "Cannot open the history store");
-            anyhow::Error::new(e).context("cannot open the history store (--storage.path)")
-        })?;
+        let store = match cli.storage(!config.targets.is_empty()) {
+            None => None,
+            Some(dir) => Some(history::Store::open(&dir).map_err(|e| {
+                tracing::error!(err = %e, "Cannot open the history store");
+                anyhow::Error::new(e).context("cannot open the history store (--storage.path)")
+            })?),
+        };
+        let (history, history_writer) = match store {
+            Some((s, w)) => (Some(Arc::new(s)), Some(w)),
+            None => {
+                tracing::info!("No history store: the status page shows live states only");
+                (None, None)
+            }
+        };
         let (config_tx, config_rx) = tokio::sync::watch::channel(config.targets.clone());
         let resolver = Resolver::system();
         let results = Arc::new(ResultBus::default());
@@ -122,7 +132,7 @@ impl App {
             results,
             recent,
             alerts: Arc::new(alerts::Sender::default()),
-            history: Arc::new(history),
+            history,
             timeout_offset: cli.timeout_offset,
             prefix: normalise_prefix(&cli.route_prefix),
             openmetrics: cli.enable_openmetrics,
@@ -156,14 +166,20 @@ impl App {
                 stop.cancel();
             });
         }
-        let history_task = tokio::spawn(history::writer::run(
-            history_writer,
-            state.results.subscribe("history", history::writer::QUEUE),
-            state.scheduler.subscribe_changes(history::writer::QUEUE),
-            history::writer::current_config(state.clone()),
-            history::writer::publish_slo(state.scheduler.clone()),
-            stop.clone(),
-        ));
+        let history_task = history_writer.map(|writer| {
+            tokio::spawn(history::writer::run(
+                writer,
+                state.results.subscribe_to(
+                    "history",
+                    history::writer::QUEUE,
+                    results::Only::Scheduled,
+                ),
+                state.scheduler.subscribe_changes(history::writer::QUEUE),
+                history::writer::current_config(state.clone()),
+                history::writer::publish_slo(state.scheduler.clone()),
+                stop.clone(),
+            ))
+        });
         let scheduler = tokio::spawn(state.scheduler.clone().run(
             config_rx,
             schedule::probe_runner(resolver),
@@ -203,7 +219,9 @@ impl App {
         let task = tokio::spawn(async move {
             let served = server::serve(listener, serve_state, server_stop, grace).await;
             let _ = scheduler.await;
-            let _ = history_task.await;
+            if let Some(t) = history_task {
+                let _ = t.await;
+            }
             served
         });
         Ok(App {

@@ -110,9 +110,19 @@ pub trait Subscriber: Send + Sync + std::fmt::Debug {
     fn deliver(&self, result: &Arc<ProbeResult>);
 }
 
+/// Which results a queued subscriber wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    /// Every result.
+    All,
+    /// Results of scheduled probes only (a `/probe` result is not even queued for it).
+    Scheduled,
+}
+
 #[derive(Debug)]
 struct Queued {
     name: &'static str,
+    only: Only,
     tx: mpsc::Sender<Arc<ProbeResult>>,
     dropped: AtomicU64,
 }
@@ -142,12 +152,24 @@ impl ResultBus {
         name: &'static str,
         capacity: usize,
     ) -> mpsc::Receiver<Arc<ProbeResult>> {
+        self.subscribe_to(name, capacity, Only::All)
+    }
+
+    /// Like `subscribe`, for the results `only` picks: filtered here, so a subscriber of
+    /// scheduled results is never woken by a `/probe` request.
+    pub fn subscribe_to(
+        &self,
+        name: &'static str,
+        capacity: usize,
+        only: Only,
+    ) -> mpsc::Receiver<Arc<ProbeResult>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         self.queued
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::new(Queued {
                 name,
+                only,
                 tx,
                 dropped: AtomicU64::new(0),
             }));
@@ -163,6 +185,9 @@ impl ResultBus {
         }
         let mut closed = false;
         for q in self.queued.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if q.only == Only::Scheduled && result.scheduled.is_none() {
+                continue;
+            }
             match q.tx.try_send(result.clone()) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -252,6 +277,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("lookout_results_published_total 5"), "{text}");
+        // A subscriber of scheduled results only never sees /probe results.
+        let mut scheduled = bus.subscribe_to("scheduled", 16, Only::Scheduled);
+        bus.publish(result("adhoc"));
+        assert!(scheduled.try_recv().is_err());
         // A subscriber that goes away is forgotten.
         drop(slow);
         bus.publish(result("t5"));

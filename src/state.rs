@@ -33,7 +33,7 @@ pub struct State {
     /// Sends alerts to Alertmanager (when `alerting:` names any).
     pub alerts: Arc<crate::alerts::Sender>,
     /// The history store (queries for the status page and the JSON API).
-    pub history: Arc<crate::history::Store>,
+    pub history: Option<Arc<crate::history::Store>>,
     /// `--timeout-offset` in seconds.
     pub timeout_offset: f64,
     /// `--web.route-prefix`, normalised to "" or "/prefix".

@@ -121,12 +121,12 @@ async fn with_history<T: Send + 'static>(
     f: impl FnOnce(&dyn HistorySource) -> T + Send + 'static,
 ) -> Result<T, Response> {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let h = Stored {
-            store: &state.history,
+    tokio::task::spawn_blocking(move || match &state.history {
+        Some(store) => f(&Stored {
+            store,
             now: SystemTime::now(),
-        };
-        f(&h)
+        }),
+        None => f(&page::NoHistory),
     })
     .await
     .map_err(|e| {
