@@ -54,7 +54,7 @@ pub struct Cli {
     /// the config schedules targets, and no store when it has none (a blackbox_exporter config
     /// never makes lookout write to disk); an empty value turns the store off.
     #[arg(long = "storage.path", value_name = "DIR")]
-    pub storage_path: Option<PathBuf>,
+    pub storage_path: Option<String>,
 
     /// Only log messages with the given severity or above: debug, info, warn, error.
     #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
@@ -97,8 +97,8 @@ impl Cli {
     /// Where the history store lives, if anywhere, for a config with `scheduled` targets.
     pub fn storage(&self, scheduled: bool) -> Option<PathBuf> {
         match &self.storage_path {
-            Some(p) if p.as_os_str().is_empty() => None,
-            Some(p) => Some(p.clone()),
+            Some(p) if p.is_empty() => None,
+            Some(p) => Some(PathBuf::from(p)),
             None if scheduled => Some(PathBuf::from("data")),
             None => None,
         }
@@ -118,5 +118,29 @@ impl Cli {
             "error" => LevelFilter::ERROR,
             _ => LevelFilter::INFO,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::parse_from(std::iter::once("lookout").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_history_store_is_where_the_flag_says_or_nowhere() {
+        assert_eq!(cli(&[]).storage(true), Some(PathBuf::from("data")));
+        assert_eq!(
+            cli(&[]).storage(false),
+            None,
+            "a blackbox config writes nothing"
+        );
+        assert_eq!(
+            cli(&["--storage.path", "/var/lib/lookout"]).storage(false),
+            Some(PathBuf::from("/var/lib/lookout"))
+        );
+        assert_eq!(cli(&["--storage.path="]).storage(true), None);
     }
 }
