@@ -197,7 +197,8 @@ impl Fields {
 
 struct SpanFields(Vec<(&'static str, String)>);
 
-fn timestamp(at: SystemTime) -> String {
+/// `at` in RFC 3339, UTC, with milliseconds: log lines, the API's times and Alertmanager's.
+pub(crate) fn timestamp(at: SystemTime) -> String {
     let d = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
