@@ -144,7 +144,7 @@ pub struct TargetState {
     follow_up: AtomicBool,
     /// The running probe is a requested one (a planned slot it overlaps is not a miss).
     running_requested: AtomicBool,
-    last: Mutex<Option<Arc<ProbeResult>>>,
+    last: Mutex<Option<Arc<LastResult>>>,
     health: Mutex<TargetHealth>,
     /// Error budget remaining and burn rate of its uptime objective, once computed.
     slo: Mutex<Option<(f64, f64)>>,
@@ -199,7 +199,7 @@ impl TargetState {
     }
 
     /// The latest completed result, if any.
-    pub fn last(&self) -> Option<Arc<ProbeResult>> {
+    pub fn last(&self) -> Option<Arc<LastResult>> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -259,6 +259,33 @@ impl TargetState {
     }
 }
 
+/// What the latest-state table keeps of a target's last probe: its measurements and outcome,
+/// not its captured log (that stays with the recent-probes ring), since 100k targets each
+/// holding a log kept hundreds of MiB alive (scripts/bench-scheduler).
+#[derive(Debug)]
+pub struct LastResult {
+    /// Its measurements.
+    pub report: Report,
+    /// When it finished.
+    pub finished: SystemTime,
+    /// How long it took.
+    pub duration: Duration,
+    /// Why it failed; `None` on success.
+    pub failure: Option<ProbeFailure>,
+}
+
+impl LastResult {
+    /// Whether it succeeded.
+    pub fn success(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// `finished` as Unix seconds.
+    pub fn finished_unix(&self) -> f64 {
+        crate::results::unix_seconds(self.finished)
+    }
+}
+
 /// The latest-state table behind `/metrics`: each scheduled target's last result and counters,
 /// kept up to date as a subscriber of the result bus.
 #[derive(Debug, Default)]
@@ -280,7 +307,13 @@ impl Subscriber for Latest {
         } else {
             state.failures.fetch_add(1, Ordering::Relaxed);
         }
-        *state.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(result.clone());
+        let last = LastResult {
+            report: result.report.clone(),
+            finished: result.finished,
+            duration: result.duration,
+            failure: result.failure.clone(),
+        };
+        *state.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(last));
     }
 }
 

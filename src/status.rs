@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use crate::config::Target;
 use crate::health::State;
 use crate::probe::report::Report;
-use crate::results::ProbeResult;
 use crate::schedule::TargetHealth;
 use crate::values::{ConfigDuration, FieldError};
 
@@ -242,7 +241,7 @@ pub struct TargetView {
     /// Its health.
     pub health: TargetHealth,
     /// Its latest result.
-    pub last: Option<Arc<ProbeResult>>,
+    pub last: Option<Arc<crate::schedule::LastResult>>,
 }
 
 /// The overall verdict of a page.
