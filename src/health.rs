@@ -240,6 +240,8 @@ pub struct Machine {
     edges: Edges,
     /// Grace periods by end; entries whose target's grace changed since are harmless.
     graces: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Targets observed or re-derived since the caller last asked (`take_touched`).
+    touched: Vec<usize>,
 }
 
 impl Machine {
@@ -249,6 +251,7 @@ impl Machine {
             nodes: policies.into_iter().map(Node::new).collect(),
             edges,
             graces: BinaryHeap::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -327,6 +330,25 @@ impl Machine {
         &self.edges
     }
 
+    /// Whether the machine needs target `i`'s successful results as they come: `false` only
+    /// while `i` is steadily up (no streak being confirmed) and no dependent of it is failing,
+    /// being confirmed or waiting for a fresh result. A success of such a target changes
+    /// nothing, so the caller may hand it over later, in a batch; failures always matter.
+    pub fn wants_results(&self, i: usize) -> bool {
+        let unsettled =
+            |n: &Node| n.health != Health::Up || n.streak > 0 || !n.decided || n.state != State::Up;
+        unsettled(&self.nodes[i])
+            || self.edges.dependents[i]
+                .iter()
+                .any(|&j| unsettled(&self.nodes[j]))
+    }
+
+    /// Moves the targets observed or re-derived since the last call into `out`: whether the
+    /// machine wants their results (and their dependencies') may have changed.
+    pub fn take_touched(&mut self, out: &mut Vec<usize>) {
+        out.append(&mut self.touched);
+    }
+
     /// The earliest grace period that will end, for the caller's timer.
     pub fn next_wakeup(&self) -> Option<Instant> {
         self.graces.peek().map(|Reverse((at, _))| *at)
@@ -341,7 +363,17 @@ impl Machine {
         now: Instant,
         changes: &mut Vec<Change>,
     ) -> Vec<Request> {
+        if obs.failure.is_none() && !self.wants_results(i) {
+            // A steadily-up target succeeding again, with no dependent waiting on it: nothing
+            // can change but the start of its newest probe.
+            let n = &mut self.nodes[i];
+            if n.last_started.is_none_or(|s| obs.started > s) {
+                n.last_started = Some(obs.started);
+            }
+            return Vec::new();
+        }
         let mut requests = Vec::new();
+        self.touched.push(i);
         let n = &mut self.nodes[i];
         if n.last_started.is_none_or(|s| obs.started > s) {
             n.last_started = Some(obs.started);
@@ -527,6 +559,7 @@ impl Machine {
                 }
             }
         };
+        self.touched.push(i);
         let n = &mut self.nodes[i];
         n.decided = decided;
         if let Some(until) = grace

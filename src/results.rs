@@ -52,8 +52,9 @@ pub struct ProbeResult {
     pub failure: Option<ProbeFailure>,
     /// Whether it ended in a panic (a bug in lookout).
     pub panicked: bool,
-    /// Its measurements, `probe_success` and `probe_duration_seconds` included.
-    pub report: Report,
+    /// Its measurements, `probe_success` and `probe_duration_seconds` included (shared with
+    /// the latest-state table, which keeps it without a copy).
+    pub report: Arc<Report>,
     /// Its captured log.
     pub logs: ProbeLog,
 }
@@ -76,7 +77,7 @@ impl ProbeResult {
             duration: outcome.duration,
             failure: outcome.failure,
             panicked: outcome.panicked,
-            report: outcome.report,
+            report: Arc::new(outcome.report),
             logs: outcome.logs,
         }
     }

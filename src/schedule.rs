@@ -6,7 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -139,11 +139,9 @@ pub struct TargetState {
     successes: AtomicU64,
     failures: AtomicU64,
     missed: AtomicU64,
-    running: AtomicBool,
-    /// A requested probe found the target busy: run one when the current probe ends.
-    follow_up: AtomicBool,
-    /// The running probe is a requested one (a planned slot it overlaps is not a miss).
-    running_requested: AtomicBool,
+    /// `IS_RUNNING`, `REQUESTED`, `FOLLOW_UP` and `WATCHED`, in one word so that a probe ending
+    /// and the loop asking for another cannot miss each other.
+    flags: AtomicU8,
     last: Mutex<Option<Arc<LastResult>>>,
     health: Mutex<TargetHealth>,
     /// Error budget remaining and burn rate of its uptime objective, once computed.
@@ -184,9 +182,7 @@ impl TargetState {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             missed: AtomicU64::new(0),
-            running: AtomicBool::new(false),
-            follow_up: AtomicBool::new(false),
-            running_requested: AtomicBool::new(false),
+            flags: AtomicU8::new(WATCHED),
             last: Mutex::new(None),
             health: Mutex::new(TargetHealth::default()),
             slo: Mutex::new(None),
@@ -259,13 +255,70 @@ impl TargetState {
     }
 }
 
+/// A probe of the target is running.
+const IS_RUNNING: u8 = 1;
+/// The running probe is a requested one (a planned slot it overlaps is not a miss).
+const REQUESTED: u8 = 2;
+/// A requested probe found the target busy: run one when the current probe ends.
+const FOLLOW_UP: u8 = 4;
+/// The health machine wants this target's successes at once (`Machine::wants_results`);
+/// without it a success waits in the inbox for the loop's next wake-up.
+const WATCHED: u8 = 8;
+
+impl TargetState {
+    fn set_watched(&self, on: bool) {
+        if on {
+            self.flags.fetch_or(WATCHED, Ordering::AcqRel);
+        } else {
+            self.flags.fetch_and(!WATCHED, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A finished probe on its way back to the scheduling loop.
+struct Finished {
+    generation: u64,
+    index: usize,
+    obs: Observation,
+    /// A requested probe found it running: run one now.
+    follow_up: bool,
+}
+
+/// Where probes leave their results for the loop. The loop is woken only for a result that may
+/// change something (a failure, a requested follow-up, a target the health machine watches);
+/// the successes of steadily-up targets (nearly all of them, nearly always) wait for its next
+/// wake-up, which at many targets comes within milliseconds for the next planned probe, so a
+/// result no longer costs a wake-up of its own.
+#[derive(Default)]
+struct Inbox {
+    queue: Mutex<Vec<Finished>>,
+    wake: Notify,
+}
+
+impl Inbox {
+    fn push(&self, f: Finished, urgent: bool) {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+        if urgent {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Swaps the waiting results into `buf` (empty), keeping both buffers' capacity.
+    fn take(&self, buf: &mut Vec<Finished>) {
+        std::mem::swap(
+            &mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()),
+            buf,
+        );
+    }
+}
+
 /// What the latest-state table keeps of a target's last probe: its measurements and outcome,
 /// not its captured log (that stays with the recent-probes ring), since 100k targets each
 /// holding a log kept hundreds of MiB alive (scripts/bench-scheduler).
 #[derive(Debug)]
 pub struct LastResult {
     /// Its measurements.
-    pub report: Report,
+    pub report: Arc<Report>,
     /// When it finished.
     pub finished: SystemTime,
     /// How long it took.
@@ -516,9 +569,10 @@ impl Scheduler {
     ) {
         let tracker = TaskTracker::new();
         let set = sets.borrow_and_update().clone();
-        // Bounded in practice: each running probe sends one result, and at most
-        // `max_concurrency` (plus the probes waiting for a permit) run at once.
-        let (results_tx, mut results_rx) = mpsc::unbounded_channel();
+        // Bounded: each probe leaves one result, and the loop takes them all at every wake-up,
+        // which comes at the latest with the next planned probe.
+        let inbox = Arc::new(Inbox::default());
+        let mut taken = Vec::new();
         let mut run = Loop {
             limit: set.settings().max_concurrency,
             semaphore: Arc::new(Semaphore::new(set.settings().max_concurrency)),
@@ -527,9 +581,11 @@ impl Scheduler {
             extra: BinaryHeap::new(),
             machine: Machine::new(Vec::new(), Edges::default()),
             generation: 0,
-            results_tx,
+            inbox: inbox.clone(),
+            touched: Vec::new(),
         };
         run.machine = machine_for(&set, &run.states, None, Instant::now());
+        run.rewatch_all();
         self.publish_health(&run.states, &run.machine, None);
         run.rebuild_grid(self.epoch);
         tracing::info!(targets = run.states.len(), "Scheduler started");
@@ -565,31 +621,16 @@ impl Scheduler {
                     );
                     run.generation += 1;
                     run.extra.clear();
+                    run.rewatch_all();
                     self.publish_health(&run.states, &run.machine, None);
                     run.rebuild_grid(self.epoch);
                     tracing::info!(targets = run.states.len(), "Scheduler reloaded");
                 }
-                Some((generation, i, obs)) = results_rx.recv() => {
-                    if generation != run.generation {
-                        continue;
-                    }
-                    let now = Instant::now();
-                    let mut changes = Vec::new();
-                    for request in run.machine.observe(i, &obs, now, &mut changes) {
-                        match request {
-                            Request::Confirm(j, at) => run.extra.push(Reverse((at, j))),
-                            Request::Dependency(j) => run.extra.push(Reverse((now, j))),
-                        }
-                    }
-                    if !changes.is_empty() {
-                        self.publish_health(&run.states, &run.machine, Some(&changes));
-                    }
-                    // A request that found the target busy runs now that it is free.
-                    if run.states[i].follow_up.swap(false, Ordering::AcqRel) {
-                        run.extra.push(Reverse((now, i)));
-                    }
+                _ = inbox.wake.notified() => {
+                    self.take_results(&mut run, &mut taken);
                 }
                 _ = sleep_until_opt(next) => {
+                    self.take_results(&mut run, &mut taken);
                     let now = Instant::now();
                     while let Some(Reverse((due, i))) = run.grid.peek().copied() {
                         if due > now {
@@ -617,6 +658,7 @@ impl Scheduler {
                     }
                     let mut changes = Vec::new();
                     run.machine.tick(now, SystemTime::now(), &mut changes);
+                    run.rewatch_touched();
                     if !changes.is_empty() {
                         self.publish_health(&run.states, &run.machine, Some(&changes));
                     }
@@ -630,6 +672,36 @@ impl Scheduler {
         );
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!("Probes still running after the grace period; abandoning them");
+        }
+    }
+
+    /// Hands the results waiting in the inbox to the health machine, in the order they came,
+    /// and queues what it asks for.
+    fn take_results(&self, run: &mut Loop, buf: &mut Vec<Finished>) {
+        run.inbox.take(buf);
+        if buf.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut changes = Vec::new();
+        for f in buf.drain(..) {
+            if f.generation != run.generation {
+                continue;
+            }
+            for request in run.machine.observe(f.index, &f.obs, now, &mut changes) {
+                match request {
+                    Request::Confirm(j, at) => run.extra.push(Reverse((at, j))),
+                    Request::Dependency(j) => run.extra.push(Reverse((now, j))),
+                }
+            }
+            // A request that found the target busy runs now that it is free.
+            if f.follow_up {
+                run.extra.push(Reverse((now, f.index)));
+            }
+        }
+        run.rewatch_touched();
+        if !changes.is_empty() {
+            self.publish_health(&run.states, &run.machine, Some(&changes));
         }
     }
 
@@ -720,20 +792,31 @@ impl Scheduler {
         tracker: &TaskTracker,
     ) {
         let state = &run.states[i];
-        if state.running.swap(true, Ordering::AcqRel) {
-            match due {
+        let mut f = state.flags.load(Ordering::Acquire);
+        loop {
+            let new = match (f & IS_RUNNING != 0, due) {
                 // A requested probe is running: the target is being probed, nothing is missed.
-                Some(_) if state.running_requested.load(Ordering::Acquire) => {}
-                Some(_) => {
+                (true, Some(_)) if f & REQUESTED != 0 => return,
+                (true, Some(_)) => {
                     state.missed.fetch_add(1, Ordering::Relaxed);
+                    return;
                 }
-                None => state.follow_up.store(true, Ordering::Release),
+                (true, None) => f | FOLLOW_UP,
+                (false, Some(_)) => (f | IS_RUNNING) & !REQUESTED,
+                (false, None) => f | IS_RUNNING | REQUESTED,
+            };
+            match state
+                .flags
+                .compare_exchange_weak(f, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(actual) => f = actual,
             }
+        }
+        if f & IS_RUNNING != 0 {
+            // The follow-up is recorded: the running probe's end asks for it.
             return;
         }
-        state
-            .running_requested
-            .store(due.is_none(), Ordering::Release);
         self.running.fetch_add(1, Ordering::Relaxed);
         let (me, state, target, semaphore, runner) = (
             self.clone(),
@@ -742,7 +825,7 @@ impl Scheduler {
             run.semaphore.clone(),
             runner.clone(),
         );
-        let (results_tx, generation) = (run.results_tx.clone(), run.generation);
+        let (inbox, generation) = (run.inbox.clone(), run.generation);
         tracker.spawn(async move {
             // The semaphore is fair, so at the limit every target still gets its turn in order.
             let permit = semaphore.acquire_owned().await;
@@ -768,9 +851,19 @@ impl Scheduler {
                 failure: result.failure.clone(),
             };
             me.results.publish(result);
-            state.running.store(false, Ordering::Release);
+            let flags = state
+                .flags
+                .fetch_and(!(IS_RUNNING | REQUESTED | FOLLOW_UP), Ordering::AcqRel);
             me.running.fetch_sub(1, Ordering::Relaxed);
-            let _ = results_tx.send((generation, i, obs));
+            let follow_up = flags & FOLLOW_UP != 0;
+            let urgent = obs.failure.is_some() || follow_up || flags & WATCHED != 0;
+            let finished = Finished {
+                generation,
+                index: i,
+                obs,
+                follow_up,
+            };
+            inbox.push(finished, urgent);
         });
     }
 }
@@ -787,10 +880,41 @@ struct Loop {
     machine: Machine,
     /// Bumped on every reload, so results of the previous target set are ignored.
     generation: u64,
-    results_tx: mpsc::UnboundedSender<(u64, usize, Observation)>,
+    inbox: Arc<Inbox>,
+    /// Scratch for `rewatch_touched`.
+    touched: Vec<usize>,
 }
 
 impl Loop {
+    /// Marks each target the machine wants results of at once (all of them after a reload).
+    fn rewatch_all(&mut self) {
+        self.machine.take_touched(&mut Vec::new());
+        for (i, s) in self.states.iter().enumerate() {
+            s.set_watched(self.machine.wants_results(i));
+        }
+    }
+
+    /// Re-marks the targets the machine touched since, and their dependencies (whether a
+    /// dependency is watched depends on its dependents).
+    fn rewatch_touched(&mut self) {
+        self.machine.take_touched(&mut self.touched);
+        if self.touched.is_empty() {
+            return;
+        }
+        let mut all = std::mem::take(&mut self.touched);
+        let direct = all.len();
+        for k in 0..direct {
+            all.extend_from_slice(&self.machine.edges().dependencies[all[k]]);
+        }
+        all.sort_unstable();
+        all.dedup();
+        for &i in &all {
+            self.states[i].set_watched(self.machine.wants_results(i));
+        }
+        all.clear();
+        self.touched = all;
+    }
+
     fn rebuild_grid(&mut self, epoch: Instant) {
         self.grid.clear();
         let now = Instant::now();

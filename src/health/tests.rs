@@ -348,3 +348,36 @@ fn a_reload_carries_states_over_by_name() {
     assert_eq!(m.state(2), Down);
     assert_eq!(m.state(0), Unknown);
 }
+
+#[test]
+fn only_steadily_up_targets_without_unsettled_dependents_may_have_successes_batched() {
+    let mut s = sim(
+        &[("db", &[]), ("app", &["db"]), ("web", &[])],
+        policy(1, 10),
+    );
+    let wants = |s: &Sim, n: &str| s.m.wants_results(s.idx(n));
+    // Unprobed: every result matters.
+    assert!(wants(&s, "db") && wants(&s, "app") && wants(&s, "web"));
+    s.ok(0.0, "db");
+    // db is up, but its dependent app is still unknown.
+    assert!(wants(&s, "db"));
+    s.ok(0.0, "app");
+    s.ok(0.0, "web");
+    assert!(!wants(&s, "db") && !wants(&s, "app") && !wants(&s, "web"));
+    // app's streak starts: app and the dependency it waits for are watched, web is not.
+    s.fail(1.0, "app");
+    assert!(wants(&s, "app") && wants(&s, "db") && !wants(&s, "web"));
+    s.fail(2.0, "app");
+    // app is failing and waits for a fresh result of db.
+    assert!(wants(&s, "db"));
+    s.ok(2.1, "db");
+    s.expect(&[("app", Down, &["app"])]);
+    assert!(wants(&s, "app") && wants(&s, "db"));
+    s.ok(3.0, "app");
+    s.ok(4.0, "app");
+    s.expect(&[("app", Up, &[])]);
+    assert!(!wants(&s, "app") && !wants(&s, "db"));
+    // A suspect root is watched itself.
+    s.fail(5.0, "web");
+    assert!(wants(&s, "web"));
+}
