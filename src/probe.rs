@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod expect;
 pub mod grpc;
+pub mod hosts;
 pub mod http;
 pub mod icmp;
 pub mod mqtt;

@@ -2,6 +2,7 @@
 //! fallback, lookup-time and address-hash metrics.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::probe::hosts::HostsFile;
 use crate::probe::prober::{FailureKind, ProbeFailure};
 use crate::probe::report::{Family, Report};
 
@@ -72,10 +74,12 @@ impl Default for IpPreference {
     }
 }
 
-/// Resolves target names. Answers are not cached between probes, as blackbox (Go's resolver)
-/// does not cache either: every probe measures a real lookup.
+/// Resolves target names as Go's resolver does: the hosts file first (a name it lists gets its
+/// addresses alone), then DNS. DNS answers are not cached between probes, as blackbox (Go's
+/// resolver) does not cache either: every probe measures a real lookup.
 #[derive(Clone)]
 pub struct Resolver {
+    hosts: Arc<HostsFile>,
     both: Option<TokioResolver>,
     v4: Option<TokioResolver>,
     v6: Option<TokioResolver>,
@@ -102,7 +106,8 @@ fn build(strategy: LookupIpStrategy, system: bool) -> Option<TokioResolver> {
     let opts = builder.options_mut();
     opts.ip_strategy = strategy;
     opts.cache_size = 0;
-    opts.use_hosts_file = ResolveHosts::Always;
+    // The hosts file is read by `HostsFile`, Go's way (hickory's merges per record type).
+    opts.use_hosts_file = ResolveHosts::Never;
     match builder.build() {
         Ok(r) => Some(r),
         Err(e) => {
@@ -141,6 +146,11 @@ fn protocol_of(ip: IpAddr) -> IpProtocol {
 impl Resolver {
     /// A resolver on the system configuration (`/etc/resolv.conf`, `/etc/hosts`).
     pub fn system() -> Resolver {
+        Resolver::with_hosts(HostsFile::system())
+    }
+
+    /// A resolver on the system's DNS configuration with `hosts` as its hosts file.
+    pub fn with_hosts(hosts: HostsFile) -> Resolver {
         let system = match TokioResolver::builder_tokio() {
             Ok(_) => true,
             Err(e) => {
@@ -149,6 +159,7 @@ impl Resolver {
             }
         };
         Resolver {
+            hosts: Arc::new(hosts),
             both: build(LookupIpStrategy::Ipv4AndIpv6, system),
             v4: build(LookupIpStrategy::Ipv4Only, system),
             v6: build(LookupIpStrategy::Ipv6Only, system),
@@ -251,6 +262,18 @@ impl Resolver {
         if host.is_empty() {
             return Err("empty host name".to_owned());
         }
+        if let Some(listed) = self.hosts.lookup(host) {
+            // Go's "ip4"/"ip6" lookups filter the file's addresses and never ask DNS then.
+            let ips: Vec<IpAddr> = listed
+                .into_iter()
+                .filter(|ip| pref.fallback || protocol_of(*ip) == pref.preferred)
+                .collect();
+            return if ips.is_empty() {
+                Err("no suitable address found".to_owned())
+            } else {
+                Ok(ips)
+            };
+        }
         let resolver = match (pref.fallback, pref.preferred) {
             (true, _) => &self.both,
             (false, IpProtocol::Ip4) => &self.v4,
@@ -286,5 +309,44 @@ mod tests {
             ip_hash("::ffff:127.0.0.1".parse().unwrap()),
             3_668_918_509.0
         );
+    }
+
+    #[tokio::test]
+    async fn a_name_the_hosts_file_lists_gets_the_files_addresses_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        std::fs::write(
+            &path,
+            "127.0.0.1 localhost v4only.test\n::1 v6only.test\n::1 both.test\n127.0.0.1 both.test\n",
+        )
+        .unwrap();
+        let r = Resolver::with_hosts(HostsFile::new(&path));
+        let pref = |preferred, fallback| IpPreference {
+            preferred,
+            fallback,
+        };
+        use IpProtocol::{Ip4, Ip6};
+        // (name, preference, the address chosen, or None for a resolve failure)
+        let cases: &[(&str, IpPreference, Option<&str>)] = &[
+            // blackbox's default (ip6 preferred, fallback on) on a hosts file that maps
+            // localhost to 127.0.0.1 only: 127.0.0.1, never a built-in ::1.
+            ("localhost", pref(Ip6, true), Some("127.0.0.1")),
+            ("localhost", pref(Ip6, false), None),
+            ("LocalHost.", pref(Ip4, false), Some("127.0.0.1")),
+            ("v4only.test", pref(Ip6, true), Some("127.0.0.1")),
+            ("v6only.test", pref(Ip4, true), Some("::1")),
+            ("v6only.test", pref(Ip4, false), None),
+            ("both.test", pref(Ip4, true), Some("127.0.0.1")),
+            ("both.test", pref(Ip6, true), Some("::1")),
+        ];
+        for (name, p, want) in cases {
+            let mut report = Report::new();
+            let got = r
+                .resolve(name, *p, &mut report)
+                .await
+                .ok()
+                .map(|(ip, _)| ip);
+            assert_eq!(got, want.map(|w| w.parse().unwrap()), "{name} {p:?}");
+        }
     }
 }

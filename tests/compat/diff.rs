@@ -16,6 +16,7 @@ pub const VOLATILE: &[&str] = &[
     "probe_dns_duration_seconds",
     "probe_dns_lookup_time_seconds",
     "probe_http_duration_seconds",
+    "probe_icmp_duration_seconds",
 ];
 
 /// The allowlist, part one: families lookout exposes and blackbox_exporter 0.23 does not,

@@ -27,6 +27,29 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// and the child binding it.
 const START_ATTEMPTS: usize = 4;
 
+/// Whether this process may make a mount namespace and bind-mount a hosts file in it (root);
+/// with `CI=true` it must.
+pub fn can_mount_hosts(scenario: &str) -> bool {
+    let ok = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    assert!(
+        ok || !ci,
+        "compat scenario {scenario}: cannot make a mount namespace (CI=true runs as root and requires it)"
+    );
+    if !ok {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED compat scenario {scenario}: cannot make a mount namespace (not root?)"
+        );
+    }
+    ok
+}
+
 /// The blackbox_exporter binary, or `None` when it is not installed and the run is not CI.
 ///
 /// With `CI=true` a missing binary fails the test: CI installs the package, so its absence
@@ -78,13 +101,32 @@ pub struct Exporter {
 impl Exporter {
     /// Spawns `bin` with `config` and waits until it answers `/-/healthy`.
     /// Its stdout and stderr go to a file in `log_dir`, shown when a comparison fails.
-    pub async fn start(name: &'static str, bin: &Path, config: &Path, log_dir: &Path) -> Exporter {
+    /// With `hosts`, the child runs in a mount namespace of its own where that file is
+    /// bind-mounted over `/etc/hosts` (both exporters see the same file; the machine's stays).
+    pub async fn start(
+        name: &'static str,
+        bin: &Path,
+        config: &Path,
+        log_dir: &Path,
+        hosts: Option<&Path>,
+    ) -> Exporter {
         let mut failures = Vec::new();
         for attempt in 0..START_ATTEMPTS {
             let addr = free_loopback_port();
             let log_path = log_dir.join(format!("{name}-{attempt}.log"));
             let log = File::create(&log_path).expect("create exporter log file");
-            let child = Command::new(bin)
+            let mut command = match hosts {
+                None => Command::new(bin),
+                Some(hosts) => {
+                    let mut c = Command::new("unshare");
+                    c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                        .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+                        .arg(hosts)
+                        .arg(bin);
+                    c
+                }
+            };
+            let child = command
                 // lookout keeps its history store in ./data: in the test's directory.
                 .current_dir(log_dir)
                 .arg("--config.file")

@@ -18,6 +18,7 @@ mod diff;
 mod dns_probe;
 mod endpoints;
 mod exporter;
+mod hosts_file;
 mod http_more;
 mod http_probe;
 mod runner;

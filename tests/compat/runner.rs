@@ -7,7 +7,7 @@ use std::path::Path;
 use tempfile::TempDir;
 
 use crate::diff::diff;
-use crate::exporter::{Exporter, blackbox_binary};
+use crate::exporter::{Exporter, blackbox_binary, can_mount_hosts};
 use crate::support::lookout::q;
 use crate::support::samples::Samples;
 
@@ -42,6 +42,7 @@ pub struct Scenario {
     expect_success: Option<bool>,
     extra_query: String,
     note: Option<&'static str>,
+    hosts: Option<String>,
 }
 
 /// Both exporters, running on one scenario's config.
@@ -66,6 +67,7 @@ impl Scenario {
             expect_success: None,
             extra_query: String::new(),
             note: None,
+            hosts: None,
         }
     }
 
@@ -102,9 +104,19 @@ impl Scenario {
         self
     }
 
+    /// Runs both exporters with `contents` as their `/etc/hosts` (each in a mount namespace of
+    /// its own; needs root, and is skipped visibly without it outside CI).
+    pub fn hosts_file(mut self, contents: &str) -> Scenario {
+        self.hosts = Some(contents.to_owned());
+        self
+    }
+
     /// Starts both exporters, or returns `None` when blackbox is missing (locally).
     async fn start(&mut self) -> Option<Pair> {
         let blackbox_bin = blackbox_binary(self.name)?;
+        if self.hosts.is_some() && !can_mount_hosts(self.name) {
+            return None;
+        }
         let dir = match self.dir.take() {
             Some(dir) => dir,
             None => tempfile::tempdir().expect("temp dir"),
@@ -117,14 +129,27 @@ impl Scenario {
         }
         let path = dir.path().join("compat.yml");
         std::fs::write(&path, &config).expect("write config");
+        let hosts = self.hosts.as_ref().map(|contents| {
+            let p = dir.path().join("hosts");
+            std::fs::write(&p, contents).expect("write hosts file");
+            p
+        });
         let lookout = Exporter::start(
             "lookout",
             Path::new(env!("CARGO_BIN_EXE_lookout")),
             &path,
             dir.path(),
+            hosts.as_deref(),
         )
         .await;
-        let blackbox = Exporter::start("blackbox", &blackbox_bin, &path, dir.path()).await;
+        let blackbox = Exporter::start(
+            "blackbox",
+            &blackbox_bin,
+            &path,
+            dir.path(),
+            hosts.as_deref(),
+        )
+        .await;
         Some(Pair {
             lookout,
             blackbox,
