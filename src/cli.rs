@@ -32,9 +32,16 @@ pub struct Cli {
     )]
     pub listen_address: String,
 
-    /// Path prefix for all HTTP endpoints (e.g. /blackbox).
-    #[arg(long = "web.route-prefix", default_value = "/", value_name = "PATH")]
-    pub route_prefix: String,
+    /// Path prefix for all HTTP endpoints (e.g. /blackbox). Defaults to the path of
+    /// --web.external-url, else none.
+    #[arg(long = "web.route-prefix", value_name = "PATH")]
+    pub route_prefix: Option<String>,
+
+    /// The URL under which lookout is reachable from outside (behind a reverse proxy): its
+    /// path prefixes every endpoint unless --web.route-prefix says otherwise, and links lookout
+    /// sends out (alerts' generatorURL) use it.
+    #[arg(long = "web.external-url", value_name = "URL")]
+    pub external_url: Option<String>,
 
     /// Answer OpenMetrics on /probe and /metrics when the scrape's Accept header asks for it.
     /// Off by default: blackbox_exporter always answers the text format 0.0.4, and Prometheus
@@ -60,6 +67,12 @@ pub struct Cli {
     #[arg(long = "log.level", default_value = "info", value_parser = ["debug", "info", "warn", "error"])]
     pub log_level: String,
 
+    /// The level of probes' own log lines, on stderr and in `debug=true` output, apart from
+    /// --log.level (blackbox 0.28's meaning). Without it, probe lines follow --log.level on
+    /// stderr and debug output keeps every line, as blackbox 0.23 does.
+    #[arg(long = "log.prober", value_parser = ["debug", "info", "warn", "error"], value_name = "LEVEL")]
+    pub log_prober: Option<String>,
+
     /// Watch the config file and reload when it changes (`--config.watch=false` to turn off).
     #[arg(long = "config.watch", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub config_watch: bool,
@@ -67,6 +80,15 @@ pub struct Cli {
     /// How often the config file is checked for changes.
     #[arg(long = "config.watch-interval", default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub config_watch_interval: std::time::Duration,
+
+    /// blackbox 0.28's periodic reload: reload every --config.auto-reload-interval (skipped
+    /// when neither the config nor a file it names changed). Independent of --config.watch.
+    #[arg(long = "config.enable-auto-reload", num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub config_auto_reload: bool,
+
+    /// The period of --config.enable-auto-reload: seconds, as blackbox takes it, or a duration.
+    #[arg(long = "config.auto-reload-interval", default_value = "30", value_parser = parse_seconds_or_duration, value_name = "SECONDS")]
+    pub config_auto_reload_interval: std::time::Duration,
 
     /// On SIGTERM/SIGINT, how long running probes may take to finish before lookout exits.
     #[arg(long = "shutdown.grace-period", default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
@@ -93,6 +115,18 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::values::parse_duration(s)
 }
 
+/// A whole number of seconds (blackbox's `Uint` flags), or a duration such as `30s`.
+fn parse_seconds_or_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = match s.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => crate::values::parse_duration(s)?,
+    };
+    if d.is_zero() {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(d)
+}
+
 impl Cli {
     /// Where the history store lives, if anywhere, for a config with `scheduled` targets.
     pub fn storage(&self, scheduled: bool) -> Option<PathBuf> {
@@ -111,13 +145,46 @@ impl Cli {
 
     /// The log level as a tracing filter.
     pub fn level(&self) -> tracing_subscriber::filter::LevelFilter {
-        use tracing_subscriber::filter::LevelFilter;
-        match self.log_level.as_str() {
-            "debug" => LevelFilter::DEBUG,
-            "warn" => LevelFilter::WARN,
-            "error" => LevelFilter::ERROR,
-            _ => LevelFilter::INFO,
+        level_filter(&self.log_level)
+    }
+
+    /// `--log.prober` as a tracing filter, when given.
+    pub fn prober_level(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
+        self.log_prober.as_deref().map(level_filter)
+    }
+
+    /// The route prefix: --web.route-prefix, else the path of --web.external-url, else none.
+    pub fn route_prefix(&self) -> String {
+        if let Some(p) = &self.route_prefix {
+            return p.clone();
         }
+        self.external_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.path().to_owned())
+            .unwrap_or_else(|| "/".to_owned())
+    }
+
+    /// --web.external-url without a trailing slash, checked to be an absolute URL.
+    pub fn external_url(&self) -> Result<Option<String>, String> {
+        let Some(u) = &self.external_url else {
+            return Ok(None);
+        };
+        if u.starts_with(['"', '\'']) || u.ends_with(['"', '\'']) {
+            return Err("--web.external-url must not begin or end with quotes".to_owned());
+        }
+        let parsed = url::Url::parse(u).map_err(|e| format!("--web.external-url {u:?}: {e}"))?;
+        Ok(Some(parsed.as_str().trim_end_matches('/').to_owned()))
+    }
+}
+
+fn level_filter(s: &str) -> tracing_subscriber::filter::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    match s {
+        "debug" => LevelFilter::DEBUG,
+        "warn" => LevelFilter::WARN,
+        "error" => LevelFilter::ERROR,
+        _ => LevelFilter::INFO,
     }
 }
 
@@ -142,5 +209,64 @@ mod tests {
             Some(PathBuf::from("/var/lib/lookout"))
         );
         assert_eq!(cli(&["--storage.path="]).storage(true), None);
+    }
+
+    #[test]
+    fn blackbox_028_flags_parse_with_its_meaning() {
+        let c = cli(&[
+            "--config.enable-auto-reload",
+            "--config.auto-reload-interval",
+            "45",
+        ]);
+        assert!(c.config_auto_reload);
+        assert_eq!(
+            c.config_auto_reload_interval,
+            std::time::Duration::from_secs(45)
+        );
+        let c = cli(&[
+            "--config.enable-auto-reload=false",
+            "--config.auto-reload-interval=2s",
+        ]);
+        assert!(!c.config_auto_reload);
+        assert_eq!(
+            c.config_auto_reload_interval,
+            std::time::Duration::from_secs(2)
+        );
+        assert!(!cli(&[]).config_auto_reload);
+        assert_eq!(
+            cli(&[]).config_auto_reload_interval,
+            std::time::Duration::from_secs(30)
+        );
+
+        assert_eq!(cli(&[]).route_prefix(), "/");
+        let c = cli(&["--web.external-url", "https://example.test/blackbox/"]);
+        assert_eq!(c.route_prefix(), "/blackbox/");
+        assert_eq!(
+            c.external_url().unwrap().as_deref(),
+            Some("https://example.test/blackbox")
+        );
+        let c = cli(&[
+            "--web.external-url",
+            "https://example.test/bb",
+            "--web.route-prefix",
+            "/",
+        ]);
+        assert_eq!(c.route_prefix(), "/");
+        assert!(
+            cli(&["--web.external-url", "\"http://x/\""])
+                .external_url()
+                .is_err()
+        );
+        assert!(
+            cli(&["--web.external-url", "not a url"])
+                .external_url()
+                .is_err()
+        );
+
+        assert_eq!(cli(&[]).prober_level(), None);
+        assert_eq!(
+            cli(&["--log.prober", "debug"]).prober_level(),
+            Some(tracing_subscriber::filter::LevelFilter::DEBUG)
+        );
     }
 }

@@ -68,6 +68,9 @@ pub struct Config {
     pub history: crate::history::Settings,
     /// The file it came from (`EMBEDDED_NAME` for the built-in default).
     pub file: PathBuf,
+    /// Every file the load read (this one, and the files it names), with their bytes: a reload
+    /// finding them all unchanged is skipped, as blackbox 0.28 skips one.
+    pub inputs: crate::values::Inputs,
     /// The extension sections as written, for `/config`.
     raw_extensions: RawExtensions,
 }
@@ -149,14 +152,26 @@ pub fn load_source(source: &ConfigSource) -> Result<Config, ConfigError> {
 
 /// Reads and validates `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        line: None,
-        column: None,
-        field: String::new(),
-        message: format!("cannot read config file: {e}"),
-    })?;
-    parse(&text, path)
+    let (config, inputs) = crate::values::recording_inputs(|| {
+        let bytes = crate::values::read_input(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            field: String::new(),
+            message: format!("cannot read config file: {e}"),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            column: None,
+            field: String::new(),
+            message: format!("cannot read config file: {e}"),
+        })?;
+        parse(&text, path)
+    });
+    let mut config = config?;
+    config.inputs = inputs;
+    Ok(config)
 }
 
 /// Parses and validates config `text` that came from `path` (relative file names in it are read
@@ -274,6 +289,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         status: Arc::new(status),
         history,
         file: path.to_path_buf(),
+        inputs: Vec::new(),
         raw_extensions: RawExtensions {
             defaults: raw.defaults,
             scheduler: raw.scheduler,

@@ -87,6 +87,7 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<App> {
         logging::ensure_capture();
+        let external_url = cli.external_url().map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(SelfMetrics::default());
         let source = cli.config_source();
         let config = match config::load_source(&source) {
@@ -134,7 +135,8 @@ impl App {
             alerts: Arc::new(alerts::Sender::default()),
             history,
             timeout_offset: cli.timeout_offset,
-            prefix: normalise_prefix(&cli.route_prefix),
+            prefix: normalise_prefix(&cli.route_prefix()),
+            external_url: external_url.clone(),
             openmetrics: cli.enable_openmetrics,
         });
         let mut last_err = None;
@@ -186,6 +188,13 @@ impl App {
             stop.clone(),
             cli.shutdown_grace_period,
         ));
+        if cli.config_auto_reload && matches!(source, ConfigSource::File(_)) {
+            tokio::spawn(reload::auto_reload(
+                state.clone(),
+                stop.clone(),
+                cli.config_auto_reload_interval,
+            ));
+        }
         if cli.config_watch && matches!(source, ConfigSource::File(_)) {
             tokio::spawn(reload::watch(
                 state.clone(),
@@ -209,7 +218,10 @@ impl App {
                 },
                 state.scheduler.health_changed.clone(),
                 state.resolver.clone(),
-                format!("http://{local_addr}{}/api/v1/targets", state.prefix),
+                match &external_url {
+                    Some(base) => format!("{base}/api/v1/targets"),
+                    None => format!("http://{local_addr}{}/api/v1/targets", state.prefix),
+                },
                 stop.clone(),
             ));
         }

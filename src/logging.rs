@@ -151,16 +151,22 @@ pub async fn capture<F: std::future::Future>(
 }
 
 /// Installs the global subscriber: stderr at `level` in `format`, plus the probe capture layer.
-pub fn init(level: LevelFilter, format: LogFormat) {
+/// With `prober` (`--log.prober`), a probe's own lines are filtered by it instead, on stderr
+/// and in its captured log alike (blackbox 0.28); without it they follow `level` on stderr and
+/// every line is captured (0.23).
+pub fn init(level: LevelFilter, prober: Option<LevelFilter>, format: LogFormat) {
     let stderr = LineLayer {
         json: format == LogFormat::Json,
+        level,
+        prober,
     }
     .with_filter(
         Targets::new()
             .with_default(level.min(LevelFilter::WARN))
-            .with_target("lookout", level),
+            .with_target("lookout", level.max(prober.unwrap_or(LevelFilter::OFF))),
     );
-    let capture = CaptureLayer.with_filter(Targets::new().with_target("lookout", Level::DEBUG));
+    let capture = CaptureLayer
+        .with_filter(Targets::new().with_target("lookout", prober.unwrap_or(LevelFilter::DEBUG)));
     let _ = Registry::default().with(stderr).with(capture).try_init();
 }
 
@@ -318,6 +324,10 @@ fn record_span_fields<S>(
 
 struct LineLayer {
     json: bool,
+    /// lookout's own lines.
+    level: LevelFilter,
+    /// Lines inside a probe, when `--log.prober` sets them apart.
+    prober: Option<LevelFilter>,
 }
 
 impl<S> Layer<S> for LineLayer
@@ -334,6 +344,14 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let in_probe = CAPTURE.try_with(|_| ()).is_ok();
+        let limit = match self.prober {
+            Some(prober) if in_probe => prober,
+            _ => self.level,
+        };
+        if *event.metadata().level() > limit {
+            return;
+        }
         let mut fields = Fields::default();
         event.record(&mut fields);
         let msg = fields.take_message();

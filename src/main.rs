@@ -13,7 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = lookout::cli::Cli::parse();
-    lookout::logging::init(cli.level(), cli.log_format);
+    lookout::logging::init(cli.level(), cli.prober_level(), cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,9 +14,16 @@ fn source_of(state: &State) -> ConfigSource {
 }
 
 /// Loads the config again and swaps it in (and hands it to the scheduler), or keeps the old one
-/// and reports why.
+/// and reports why. As blackbox 0.28, a reload that finds nothing changed is skipped and counts
+/// as a successful one; "nothing" here covers the files the config names too (a rotated
+/// password or certificate file is a change), not only the config file.
 pub fn reload(state: &State) -> Result<(), ConfigError> {
     let source = source_of(state);
+    if crate::values::inputs_unchanged(&state.config.load().inputs) {
+        state.metrics.record_reload(true);
+        tracing::info!(file = %state.config.load().file.display(), "Config and the files it names unchanged; nothing to reload");
+        return Ok(());
+    }
     match config::load_source(&source) {
         Ok(new) => {
             let new = Arc::new(new);
@@ -42,6 +49,19 @@ pub async fn on_sighup(state: Arc<State>) {
         return;
     };
     while hup.recv().await.is_some() {
+        let _ = reload(&state);
+    }
+}
+
+/// blackbox 0.28's `--config.enable-auto-reload`: reloads every `every`, whatever the file
+/// watch does (an unchanged config is skipped by `reload`).
+pub async fn auto_reload(state: Arc<State>, stop: CancellationToken, every: Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         let _ = reload(&state);
     }
 }

@@ -40,7 +40,21 @@ pub fn router(state: Arc<State>) -> Router {
     if state.prefix.is_empty() {
         routes
     } else {
-        Router::new().nest(&state.prefix, routes)
+        // As blackbox (and Prometheus): `/` itself, outside the prefix, redirects to the
+        // external URL (or the prefix when none is given); other paths outside it are 404.
+        let to = state
+            .external_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/", state.prefix));
+        Router::new().nest(&state.prefix, routes).route(
+            "/",
+            get(move || async move {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [(axum::http::header::LOCATION, to)],
+                )
+            }),
+        )
     }
 }
 

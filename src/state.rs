@@ -38,6 +38,9 @@ pub struct State {
     pub timeout_offset: f64,
     /// `--web.route-prefix`, normalised to "" or "/prefix".
     pub prefix: String,
+    /// `--web.external-url`, without a trailing slash: where `/` under a prefix redirects, and
+    /// the base of links lookout sends out.
+    pub external_url: Option<String>,
     /// `--web.enable-openmetrics`: answer OpenMetrics when the scrape asks for it.
     pub openmetrics: bool,
 }

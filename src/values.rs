@@ -63,11 +63,49 @@ pub trait FileContent: Sized {
     fn read(path: &Path) -> std::io::Result<Self>;
 }
 
+/// Every file a config load read, with its bytes: what makes a config "unchanged" for a reload
+/// (the config file and the secret, certificate and body files it names).
+pub type Inputs = Vec<(std::path::PathBuf, Vec<u8>)>;
+
+thread_local! {
+    static READ: std::cell::RefCell<Option<Inputs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `load`, returning with its result every file read through [`read_input`] meanwhile.
+pub fn recording_inputs<T>(load: impl FnOnce() -> T) -> (T, Inputs) {
+    let outer = READ.with(|r| r.replace(Some(Vec::new())));
+    let out = load();
+    let inputs = READ.with(|r| r.replace(outer)).unwrap_or_default();
+    (out, inputs)
+}
+
+/// Reads a file the config depends on, noting it for [`recording_inputs`].
+pub fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
+    let bytes = std::fs::read(path)?;
+    READ.with(|r| {
+        if let Some(list) = r.borrow_mut().as_mut() {
+            list.push((path.to_owned(), bytes.clone()));
+        }
+    });
+    Ok(bytes)
+}
+
+/// Whether every file in `inputs` still holds the same bytes.
+pub fn inputs_unchanged(inputs: &Inputs) -> bool {
+    !inputs.is_empty()
+        && inputs
+            .iter()
+            .all(|(path, bytes)| std::fs::read(path).is_ok_and(|now| &now == bytes))
+}
+
 /// Text such as a user name, trimmed of surrounding white space (a trailing newline is not part
 /// of a password), as blackbox reads its secret files.
 impl FileContent for String {
     fn read(path: &Path) -> std::io::Result<String> {
-        std::fs::read_to_string(path).map(|s| s.trim().to_owned())
+        let bytes = read_input(path)?;
+        String::from_utf8(bytes)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
     }
 }
 
@@ -81,7 +119,7 @@ impl FileContent for Secret {
 /// Bytes taken as they are: PEM files and request bodies.
 impl FileContent for Vec<u8> {
     fn read(path: &Path) -> std::io::Result<Vec<u8>> {
-        std::fs::read(path)
+        read_input(path)
     }
 }
 

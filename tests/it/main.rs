@@ -15,6 +15,8 @@ mod dependencies;
 mod dns;
 /// The binary end to end: endpoints, bad requests, reload, --config.check.
 mod endpoints;
+/// blackbox 0.24–0.28's flags (external URL, probe log level, auto-reload).
+mod flags;
 /// The dependency graph: states, root causes and the recovery grace on loopback servers.
 mod graph;
 /// The gRPC prober against an in-process tonic health server.
