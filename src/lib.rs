@@ -3,6 +3,7 @@
 //! Module map (see ARCHITECTURE.md):
 //! - `cli`: flags; `logging`: log lines and per-probe capture.
 //! - `config`: the only reader of the config file; validates into plain structs.
+//! - `access`: `probe_access`, the policy on what `/probe` requests may reach.
 //! - `probe`: one module per protocol behind `Prober`; `probe::run` is the single entry point.
 //! - `metrics`: the only module that knows exposition formats.
 //! - `results`: every finished probe as a `ProbeResult`, published on the `ResultBus`.
@@ -13,6 +14,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod access;
 pub mod alerts;
 pub mod cli;
 pub mod config;

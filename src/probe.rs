@@ -95,7 +95,9 @@ macro_rules! probe_spec {
                 }
             }
 
-            async fn probe(
+            /// Runs the prober of this spec (`run` wraps it with the deadline, the panic
+            /// boundary and the common families).
+            pub(crate) async fn probe(
                 &self,
                 req: &ProbeRequest,
                 cx: &mut ProbeContext<'_>,
