@@ -88,6 +88,16 @@ impl App {
         cli: &Cli,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<App> {
+        App::start_with(cli, None, shutdown).await
+    }
+
+    /// `start`, resolving target names with `resolver` instead of the system's configuration
+    /// when one is given (an embedding program's choice; tests use their own DNS server).
+    pub async fn start_with(
+        cli: &Cli,
+        resolver: Option<Resolver>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<App> {
         logging::ensure_capture();
         let metrics = Arc::new(SelfMetrics::default());
         let source = cli.config_source();
@@ -120,7 +130,7 @@ impl App {
             }
         };
         let (config_tx, config_rx) = tokio::sync::watch::channel(config.targets.clone());
-        let resolver = Resolver::system();
+        let resolver = resolver.unwrap_or_else(Resolver::system);
         let results = Arc::new(ResultBus::default());
         let recent = Arc::new(Recent::new(cli.history_limit));
         results.attach(metrics.clone());
