@@ -383,3 +383,56 @@ async fn the_fence_sees_an_earlier_connection() {
         "the fence missed a connection"
     );
 }
+
+#[tokio::test]
+async fn a_refusal_is_logged_at_warn() {
+    // The real binary, for its stderr.
+    let other = listener_on([127, 0, 0, 1]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lookout.yml");
+    std::fs::write(
+        &config,
+        format!("{MODULES}probe_access:\n  default: deny\n"),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lookout"))
+        .args(["--config.file", config.to_str().unwrap()])
+        .args(["--web.listen-address", &addr.to_string()])
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start lookout");
+    let mut up = false;
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "lookout did not start listening on {addr}");
+    let path = format!("/probe?module=tcp_connect&target={}", q(&other.host_port()));
+    let answer = crate::support::lookout::request(addr, "GET", &path, &[]).await;
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("msg=\"Probe refused by probe_access\""))
+        .unwrap_or_else(|| panic!("no refusal logged:\n{stderr}"));
+    assert!(line.contains("level=warn"), "{line}");
+    assert!(line.contains("reason=default_deny"), "{line}");
+    assert!(line.contains(&format!("addr={}", other.addr)), "{line}");
+    assert_never_reached(&other).await;
+}
