@@ -418,6 +418,13 @@ async fn a_refusal_is_logged_at_warn() {
             up = true;
             break;
         }
+        if let Ok(Some(status)) = child.try_wait() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "lookout exited ({status}) before listening:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(up, "lookout did not start listening on {addr}");
