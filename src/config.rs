@@ -46,6 +46,10 @@ pub struct RawConfig {
     /// The history store's flushing, retention and maintenance windows (a lookout extension).
     #[serde(default, skip_serializing_if = "is_default")]
     pub history: crate::history::Section,
+    /// Which addresses `/probe` requests may reach (a lookout extension); without it, all but
+    /// the cloud metadata addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_access: Option<crate::access::Section>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -66,6 +70,8 @@ pub struct Config {
     pub status: Arc<crate::status::Spec>,
     /// How history is kept.
     pub history: crate::history::Settings,
+    /// What `/probe` requests may reach.
+    pub probe_access: Arc<crate::access::Policy>,
     /// The file it came from (`EMBEDDED_NAME` for the built-in default).
     pub file: PathBuf,
     /// Every file the load read (this one, and the files it names), with their bytes: a reload
@@ -84,6 +90,7 @@ struct RawExtensions {
     alerting: crate::alerts::Section,
     status: crate::status::Section,
     history: crate::history::Section,
+    probe_access: Option<crate::access::Section>,
 }
 
 impl Config {
@@ -101,6 +108,7 @@ impl Config {
             alerting: self.raw_extensions.alerting.clone(),
             status: self.raw_extensions.status.clone(),
             history: self.raw_extensions.history.clone(),
+            probe_access: self.raw_extensions.probe_access.clone(),
         };
         serde_norway::to_string(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -208,18 +216,19 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 Some(l) => (Some(l.line()), Some(l.column())),
                 None => (None, None),
             };
+            let message = match inner.location() {
+                Some(_) if e_is_syntax(&inner) => format!(
+                    "YAML syntax error: {}",
+                    clean_yaml_message(&inner.to_string(), &field)
+                ),
+                _ => clean_yaml_message(&inner.to_string(), &field),
+            };
             return Err(ConfigError {
                 file: path.to_path_buf(),
                 line,
                 column,
                 field: if field == "." { String::new() } else { field },
-                message: match inner.location() {
-                    Some(_) if e_is_syntax(&inner) => format!(
-                        "YAML syntax error: {}",
-                        clean_yaml_message(&inner.to_string())
-                    ),
-                    _ => clean_yaml_message(&inner.to_string()),
-                },
+                message,
             });
         }
     };
@@ -282,12 +291,21 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let e = e.within("history");
         error(locate_top(text, "history"), e.path, e.message)
     })?;
+    let probe_access = crate::access::Policy::build(raw.probe_access.as_ref()).map_err(|e| {
+        let e = e.within("probe_access");
+        error(
+            locate_section_field(text, "probe_access", &e.path),
+            e.path,
+            e.message,
+        )
+    })?;
     Ok(Config {
         modules,
         targets: Arc::new(set),
         alerting: Arc::new(alerting),
         status: Arc::new(status),
         history,
+        probe_access: Arc::new(probe_access),
         file: path.to_path_buf(),
         inputs: Vec::new(),
         raw_extensions: RawExtensions {
@@ -297,6 +315,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             alerting: raw.alerting,
             status: raw.status,
             history: raw.history,
+            probe_access: raw.probe_access,
         },
     })
 }
@@ -315,14 +334,15 @@ fn e_is_syntax(e: &serde_norway::Error) -> bool {
 }
 
 /// serde_norway appends " at line L column C" to messages; the position is reported separately.
-fn clean_yaml_message(msg: &str) -> String {
+fn clean_yaml_message(msg: &str, field: &str) -> String {
     let msg = match msg.find(" at line ") {
         Some(i) => &msg[..i],
         None => msg,
     };
-    // Messages like "modules.x.http: unknown field `foo`, expected one of …" carry the path too.
+    // Messages like "modules.x.http: unknown field `foo`, expected one of …" carry the path too
+    // (a top-level section's is one word: "probe_access: missing field `default`").
     let msg = match msg.split_once(": ") {
-        Some((head, tail)) if !head.contains(' ') && head.contains('.') => tail,
+        Some((head, tail)) if !head.contains(' ') && (head.contains('.') || head == field) => tail,
         _ => msg,
     };
     msg.to_owned()
@@ -380,6 +400,24 @@ fn locate_top(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|l| l.starts_with(&format!("{key}:")))
         .map(|i| i + 1)
+}
+
+/// The line of `path` (`section.field`) under top-level `section`, else the section's line.
+fn locate_section_field(text: &str, section: &str, path: &str) -> Option<usize> {
+    let top = locate_top(text, section)?;
+    let field = path.strip_prefix(section)?.trim_start_matches('.');
+    let key = field.split(['.', '[']).next().unwrap_or(field);
+    if key.is_empty() {
+        return Some(top);
+    }
+    let found = text
+        .lines()
+        .enumerate()
+        .skip(top)
+        .take_while(|(_, l)| l.trim().is_empty() || l.starts_with([' ', '#']))
+        .find(|(_, l)| l.trim_start().starts_with(&format!("{key}:")))
+        .map(|(i, _)| i + 1);
+    Some(found.unwrap_or(top))
 }
 
 /// The line of `field` in the `index`th entry of `targets:` (else the entry's first line).

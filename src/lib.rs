@@ -3,6 +3,7 @@
 //! Module map (see ARCHITECTURE.md):
 //! - `cli`: flags; `logging`: log lines and per-probe capture.
 //! - `config`: the only reader of the config file; validates into plain structs.
+//! - `access`: `probe_access`, the policy on what `/probe` requests may reach.
 //! - `probe`: one module per protocol behind `Prober`; `probe::run` is the single entry point.
 //! - `metrics`: the only module that knows exposition formats.
 //! - `results`: every finished probe as a `ProbeResult`, published on the `ResultBus`.
@@ -13,6 +14,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod access;
 pub mod alerts;
 pub mod cli;
 pub mod config;
@@ -86,6 +88,16 @@ impl App {
         cli: &Cli,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<App> {
+        App::start_with(cli, None, shutdown).await
+    }
+
+    /// `start`, resolving target names with `resolver` instead of the system's configuration
+    /// when one is given (an embedding program's choice; tests use their own DNS server).
+    pub async fn start_with(
+        cli: &Cli,
+        resolver: Option<Resolver>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<App> {
         logging::ensure_capture();
         let external_url = cli.external_url().map_err(anyhow::Error::msg)?;
         let metrics = Arc::new(SelfMetrics::default());
@@ -119,7 +131,7 @@ impl App {
             }
         };
         let (config_tx, config_rx) = tokio::sync::watch::channel(config.targets.clone());
-        let resolver = Resolver::system();
+        let resolver = resolver.unwrap_or_else(Resolver::system);
         let results = Arc::new(ResultBus::default());
         let recent = Arc::new(Recent::new(cli.history_limit));
         results.attach(metrics.clone());

@@ -1,5 +1,5 @@
 //! Probing: one module per protocol behind the `Prober` trait, and `run`, the one entry point
-//! that both `/probe` and (later) the scheduler call.
+//! that both `/probe` and the scheduler call.
 
 pub mod dns;
 pub mod expect;
@@ -95,7 +95,9 @@ macro_rules! probe_spec {
                 }
             }
 
-            async fn probe(
+            /// Runs the prober of this spec (`run` wraps it with the deadline, the panic
+            /// boundary and the common families).
+            pub(crate) async fn probe(
                 &self,
                 req: &ProbeRequest,
                 cx: &mut ProbeContext<'_>,
@@ -157,7 +159,9 @@ impl Outcome {
     }
 }
 
-/// Runs one probe of `spec` against `req`, ending by `deadline`. Never fails: a failure is data in
+/// Runs one probe of `spec` against `req`, ending by `deadline`, asking `dial_policy` before
+/// every connection or datagram (`net::AllowAll` for scheduled targets, the `probe_access`
+/// policy for `/probe`). Never fails: a failure is data in
 /// the `Outcome`, and a panic is caught and becomes a failed probe, not a dead process.
 ///
 /// It runs in the caller's task rather than a spawned one: dropping this future (a `/probe`
@@ -170,6 +174,7 @@ pub async fn run(
     req: ProbeRequest,
     deadline: Instant,
     resolver: Resolver,
+    dial_policy: &dyn net::DialPolicy,
 ) -> Outcome {
     // Every line the probe logs carries these, as blackbox's per-probe logger does.
     let scope = vec![
@@ -190,7 +195,7 @@ pub async fn run(
                 let mut cx = ProbeContext {
                     deadline,
                     resolver: &resolver,
-                    dial_policy: &net::AllowAll,
+                    dial_policy,
                     report: &mut report,
                 };
                 // Boxed: the future of the largest prober is several KiB, and unboxed it

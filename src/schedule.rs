@@ -100,6 +100,8 @@ pub fn probe_runner(resolver: Resolver) -> Runner {
                 req,
                 deadline,
                 resolver,
+                // Scheduled targets come from the config file: trusted, not `probe_access`'s.
+                &crate::probe::net::AllowAll,
             )
             .await
         })

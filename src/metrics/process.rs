@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
 
+use crate::access::Reason;
 use crate::probe::prober::FailureKind;
 use crate::probe::report::{Family, Kind, Report};
 use crate::results::{ProbeResult, Subscriber};
@@ -55,6 +56,11 @@ static PROBE_PANICS: Family = Family {
     help: "Probes that ended in a panic (a bug); the process kept serving.",
     kind: Kind::Counter,
 };
+static ACCESS_REFUSED: Family = Family {
+    name: "lookout_probe_access_refused_total",
+    help: "/probe requests refused by probe_access, by reason (deny_rule, metadata, default_deny).",
+    kind: Kind::Counter,
+};
 static CPU: Family = Family {
     name: "process_cpu_seconds_total",
     help: "Total user and system CPU time spent in seconds.",
@@ -87,6 +93,8 @@ pub struct SelfMetrics {
     panics: AtomicU64,
     probes: Mutex<Counts>,
     failures: Mutex<Counts>,
+    /// `/probe` requests refused by `probe_access`, indexed as `Reason::ALL`.
+    access_refused: [AtomicU64; 3],
 }
 
 /// Counts by module, then by a label value.
@@ -114,6 +122,7 @@ impl Default for SelfMetrics {
             panics: AtomicU64::new(0),
             probes: Mutex::default(),
             failures: Mutex::default(),
+            access_refused: Default::default(),
         }
     }
 }
@@ -138,6 +147,13 @@ impl SelfMetrics {
     /// Counts a `/probe` request for a module that does not exist.
     pub fn record_unknown_module(&self) {
         self.unknown_modules.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a `/probe` request that `probe_access` refused.
+    pub fn record_access_refusal(&self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.access_refused[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts a finished probe: `/probe` requests by module and result, failures (of `/probe`
@@ -217,6 +233,14 @@ impl SelfMetrics {
                     *n as f64,
                 );
             }
+        }
+        // Every reason from the start, so a rate over them works before the first refusal.
+        for (reason, n) in Reason::ALL.iter().zip(&self.access_refused) {
+            r.set_labeled(
+                &ACCESS_REFUSED,
+                &[("reason", reason.as_str())],
+                n.load(Ordering::Relaxed) as f64,
+            );
         }
         process_metrics(&mut r);
         r

@@ -40,7 +40,8 @@ pub trait DialPolicy: fmt::Debug + Send + Sync {
     fn check(&self, addr: SocketAddr, transport: Transport) -> Result<(), ProbeFailure>;
 }
 
-/// The policy `probe::run` uses today: every address is allowed.
+/// Every address is allowed: the policy of scheduled probes, whose targets come from the config
+/// file. `/probe` requests use the config's `probe_access` policy (`access::Policy`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAll;
 
@@ -317,6 +318,14 @@ pub async fn bind_udp(
 /// socket, so this is its only gate.
 pub fn permit_icmp(policy: &dyn DialPolicy, peer: IpAddr) -> Result<(), ProbeFailure> {
     policy.check(SocketAddr::new(peer, 0), Transport::Icmp)
+}
+
+/// Asks the policy about the address an HTTP proxy will connect to on the probe's behalf (the
+/// hop's address when lookout resolved it, or an IP literal in its URL), so a proxy is no way
+/// around the policy. A name left to the proxy to resolve cannot be judged here: the proxy's own
+/// rules decide it.
+pub fn permit_via_proxy(policy: &dyn DialPolicy, addr: SocketAddr) -> Result<(), ProbeFailure> {
+    policy.check(addr, Transport::Tcp)
 }
 
 /// Validates a `source_ip_address` field (tcp, dns, icmp).

@@ -1,12 +1,14 @@
 //! The only path from a target name to an IP address, with blackbox's protocol preference,
 //! fallback, lookup-time and address-hash metrics.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{LookupIpStrategy, ResolveHosts, ResolverConfig};
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -93,15 +95,43 @@ impl std::fmt::Debug for Resolver {
     }
 }
 
-fn build(strategy: LookupIpStrategy, system: bool) -> Option<TokioResolver> {
-    let mut builder = match TokioResolver::builder_tokio() {
-        Ok(b) if system => b,
+/// Where a resolver sends its queries.
+#[derive(Clone, Copy)]
+enum Servers {
+    /// `/etc/resolv.conf`.
+    System,
+    /// None: only the hosts file and IP literals resolve.
+    None,
+    /// One server, over UDP and TCP.
+    One(SocketAddr),
+}
+
+fn build(strategy: LookupIpStrategy, servers: Servers) -> Option<TokioResolver> {
+    let config = |name_servers| {
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], name_servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    let mut builder = match (servers, TokioResolver::builder_tokio()) {
+        (Servers::System, Ok(b)) => b,
         // Without /etc/resolv.conf only the hosts file and IP literals resolve; never fall back
         // to a public resolver.
-        _ => TokioResolver::builder_with_config(
-            ResolverConfig::from_parts(None, vec![], vec![]),
-            TokioRuntimeProvider::default(),
-        ),
+        (Servers::System | Servers::None, _) => config(vec![]),
+        (Servers::One(addr), _) => {
+            let connection = |mut c: ConnectionConfig| {
+                c.port = addr.port();
+                c
+            };
+            config(vec![NameServerConfig::new(
+                addr.ip(),
+                true,
+                vec![
+                    connection(ConnectionConfig::udp()),
+                    connection(ConnectionConfig::tcp()),
+                ],
+            )])
+        }
     };
     let opts = builder.options_mut();
     opts.ip_strategy = strategy;
@@ -158,11 +188,27 @@ impl Resolver {
                 false
             }
         };
+        let servers = if system {
+            Servers::System
+        } else {
+            Servers::None
+        };
+        Resolver::with(hosts, servers)
+    }
+
+    /// A resolver that asks only the DNS server at `server` (after the system's hosts file): for
+    /// embedding lookout where the system configuration is not the one to use, and for tests,
+    /// which run their own server on loopback.
+    pub fn with_server(server: SocketAddr) -> Resolver {
+        Resolver::with(HostsFile::system(), Servers::One(server))
+    }
+
+    fn with(hosts: HostsFile, servers: Servers) -> Resolver {
         Resolver {
             hosts: Arc::new(hosts),
-            both: build(LookupIpStrategy::Ipv4AndIpv6, system),
-            v4: build(LookupIpStrategy::Ipv4Only, system),
-            v6: build(LookupIpStrategy::Ipv6Only, system),
+            both: build(LookupIpStrategy::Ipv4AndIpv6, servers),
+            v4: build(LookupIpStrategy::Ipv4Only, servers),
+            v6: build(LookupIpStrategy::Ipv6Only, servers),
         }
     }
 
@@ -255,8 +301,7 @@ impl Resolver {
     }
 
     async fn lookup_all(&self, host: &str, pref: IpPreference) -> Result<Vec<IpAddr>, String> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
+        if let Some(ip) = parse_ip_literal(host) {
             return Ok(vec![ip]);
         }
         if host.is_empty() {
@@ -296,9 +341,129 @@ impl Resolver {
     }
 }
 
+/// The address an IP literal in a target denotes, or `None` for a name. Besides the standard
+/// forms (brackets allowed), it reads an IPv6 address with a zone (`fe80::1%eth0`, the zone
+/// dropped: lookout dials no link-local address by interface) and every IPv4 spelling that
+/// `inet_aton` and URL parsers accept — decimal `2130706433`, hex `0x7f000001`, octal
+/// `0177.0.0.1`, short `127.1`, a trailing dot — so an address reaches the dial path (and its
+/// `DialPolicy`) as the address it is, never as a name that some resolver reads differently.
+/// The `url` crate already reads HTTP and gRPC targets this way; Go's resolver would look
+/// these up as names instead.
+pub fn parse_ip_literal(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some((addr, zone)) = bare.split_once('%')
+        && !zone.is_empty()
+        && let Ok(v6) = addr.parse::<Ipv6Addr>()
+    {
+        return Some(IpAddr::V6(v6));
+    }
+    loose_ipv4(bare).map(IpAddr::V4)
+}
+
+/// An IPv4 address in `inet_aton`'s forms: one to four dot-separated parts, each decimal, hex
+/// (`0x`) or octal (a leading `0`); the last part fills the bytes the others leave.
+fn loose_ipv4(s: &str) -> Option<Ipv4Addr> {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    if s.is_empty() || s.split('.').count() > 4 {
+        return None;
+    }
+    let parts = s.split('.').map(ipv4_part).collect::<Option<Vec<u64>>>()?;
+    let (last, init) = parts.split_last()?;
+    if init.iter().any(|&p| p > 255) || *last >= 1u64 << (8 * (5 - parts.len())) {
+        return None;
+    }
+    let mut value = *last;
+    for (i, p) in init.iter().enumerate() {
+        value |= p << (24 - 8 * i);
+    }
+    u32::try_from(value).ok().map(Ipv4Addr::from)
+}
+
+fn ipv4_part(p: &str) -> Option<u64> {
+    let (digits, radix) = if let Some(hex) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+        // A bare "0x" is zero, as URL parsers read it.
+        if hex.is_empty() {
+            return Some(0);
+        }
+        (hex, 16)
+    } else if p.len() > 1 && p.starts_with('0') {
+        (&p[1..], 8)
+    } else {
+        (p, 10)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix)
+        .ok()
+        .filter(|&n| n <= u64::from(u32::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_literals_are_read_in_every_spelling() {
+        let check = |host: &str, want: Option<&str>| {
+            let want = want.map(|w| w.parse::<IpAddr>().unwrap());
+            assert_eq!(parse_ip_literal(host), want, "{host}");
+        };
+        for (host, want) in [
+            ("127.0.0.1", "127.0.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("0x7f000001", "127.0.0.1"),
+            ("0X7F000001", "127.0.0.1"),
+            ("0177.0.0.1", "127.0.0.1"),
+            ("0177.0000.0.01", "127.0.0.1"),
+            ("127.1", "127.0.0.1"),
+            ("127.0.1", "127.0.0.1"),
+            ("0x7f.1", "127.0.0.1"),
+            ("0x7f.0x0.0x0.0x1", "127.0.0.1"),
+            ("127.0.0.1.", "127.0.0.1"),
+            ("2852039166", "169.254.169.254"),
+            ("0xa9fea9fe", "169.254.169.254"),
+            ("0251.0376.0251.0376", "169.254.169.254"),
+            ("169.16689662", "169.254.169.254"),
+            ("169.254.43518", "169.254.169.254"),
+            ("1.2.65535", "1.2.255.255"),
+            ("0", "0.0.0.0"),
+            ("0x", "0.0.0.0"),
+            ("[::1]", "::1"),
+            ("::ffff:127.0.0.1", "::ffff:127.0.0.1"),
+            ("[::ffff:169.254.169.254]", "::ffff:169.254.169.254"),
+            ("fe80::1%eth0", "fe80::1"),
+            ("[fd00:ec2::254%25eth0]", "fd00:ec2::254"),
+        ] {
+            check(host, Some(want));
+        }
+        for host in [
+            "example.org",
+            "localhost",
+            "",
+            ".",
+            "1.2.3.4.5",
+            "256.0.0.1",
+            "1.256.0.1",
+            "1.2.65536",
+            "4294967296",
+            "08.0.0.1",
+            "0x1g",
+            "1..2",
+            "1.2.3.4:80",
+            "::1%",
+            "127.0.0.1%eth0",
+            "99999999999999999999999",
+        ] {
+            check(host, None);
+        }
+    }
 
     #[test]
     fn ip_hash_is_fnv1a_over_the_address_bytes() {

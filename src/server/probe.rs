@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::State as AppState;
+use crate::access;
 use crate::metrics::{self, Format};
 use crate::probe::prober::ProbeRequest;
 use crate::probe::{self as probe_mod};
@@ -29,11 +30,24 @@ pub enum ProbeRequestError {
         configured: String,
         requested: String,
     },
+    /// `probe_access` refused an address the probe was about to dial: 403, with the reason,
+    /// and with `debug=true` the probe's debug text after it.
+    Refused {
+        reason: String,
+        debug: Option<String>,
+    },
 }
 
 impl IntoResponse for ProbeRequestError {
     fn into_response(self) -> Response {
         let (status, text) = match self {
+            ProbeRequestError::Refused { reason, debug } => (
+                StatusCode::FORBIDDEN,
+                match debug {
+                    None => format!("Probe refused by probe_access: {reason}"),
+                    Some(d) => format!("Probe refused by probe_access: {reason}\n\n{d}"),
+                },
+            ),
             ProbeRequestError::MissingTarget => (
                 StatusCode::BAD_REQUEST,
                 "Target parameter is missing".to_owned(),
@@ -138,12 +152,14 @@ pub async fn handle(
         hostname,
     };
     let started = SystemTime::now();
+    let gate = access::Gate::new(&config.probe_access);
     let outcome = probe_mod::run(
         module.spec.clone(),
         &module_name,
         req,
         deadline,
         state.resolver.clone(),
+        &gate,
     )
     .await;
     // Published first: the counters, the recent-probes ring and every later subscriber see
@@ -151,7 +167,23 @@ pub async fn handle(
     let result = state
         .results
         .publish(ProbeResult::new(outcome, module, target, None, started));
-    let response = if params.get("debug").map(String::as_str) == Some("true") {
+    let debug = params.get("debug").map(String::as_str) == Some("true");
+    if let Some(refusal) = gate.refusal() {
+        state.metrics.record_access_refusal(refusal.reason);
+        tracing::warn!(
+            module = %module_name,
+            target = %result.target,
+            addr = %refusal.addr,
+            reason = refusal.reason.as_str(),
+            err = %refusal,
+            "Probe refused by probe_access"
+        );
+        return Err(ProbeRequestError::Refused {
+            reason: refusal.to_string(),
+            debug: debug.then(|| debug_output(&result)),
+        });
+    }
+    let response = if debug {
         (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             debug_output(&result),

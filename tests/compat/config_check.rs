@@ -70,6 +70,10 @@ const FILES: &[(&str, Expect)] = &[
     ),
     ("good/blackbox_023.yml", same(Accept)),
     (
+        "good/probe_access.yml",
+        newer("lookout's own probe_access section"),
+    ),
+    (
         "good/targets.yml",
         newer("lookout's own targets/defaults/scheduler sections"),
     ),
@@ -108,6 +112,13 @@ const FILES: &[(&str, Expect)] = &[
     ("invalid/target_reserved_label.yml", same(Reject)),
     ("invalid/target_unknown_dependency.yml", same(Reject)),
     ("invalid/target_unknown_module.yml", same(Reject)),
+    // `probe_access:` is lookout's extension too; 0.23 rejects the unknown top-level field.
+    (
+        "invalid/probe_access_allow_under_default_allow.yml",
+        same(Reject),
+    ),
+    ("invalid/probe_access_bad_entry.yml", same(Reject)),
+    ("invalid/probe_access_without_default.yml", same(Reject)),
 ];
 
 /// `(name, config, expectation)`: configs written into a temp dir that also holds `token.txt`.

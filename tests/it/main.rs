@@ -5,6 +5,8 @@
 
 mod support;
 
+/// `probe_access:`: allowed and refused addresses, spellings, redirects, names, every prober.
+mod access;
 /// Alerts end to end (issue 12): Debian's Prometheus and Alertmanager, one per root cause.
 mod alerting;
 /// Config loading: every documented field, and one golden error per bad file.

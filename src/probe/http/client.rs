@@ -1,7 +1,7 @@
 //! One HTTP probe: resolve, connect, TLS, request, redirects and response checks, timed per phase
 //! the way blackbox's `httptrace` hooks time them, on a hyper connection we drive ourselves.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -27,6 +27,7 @@ use crate::probe::expect::PROBE_FAILED_DUE_TO_REGEX;
 use crate::probe::net::{self, Stream};
 use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest};
 use crate::probe::report::Report;
+use crate::probe::resolve;
 use crate::probe::tls;
 
 const USER_AGENT: &str = concat!("lookout/", env!("CARGO_PKG_VERSION"));
@@ -610,6 +611,11 @@ async fn connect_hop(
             .to_owned()
     });
     let hop_host = bare_host(&hop.url);
+    if proxy.is_some()
+        && let Some(ip) = hop.ip.or_else(|| resolve::parse_ip_literal(&hop_host))
+    {
+        net::permit_via_proxy(cx.dial_policy, SocketAddr::new(ip, port))?;
+    }
     let (address, connect_port) = match (proxy, &proxy_host) {
         (Some(p), Some(phost)) => (
             net::Address::Hop(phost),

@@ -113,13 +113,22 @@ fn tls_config(leaf: &Leaf) -> Arc<ServerConfig> {
 /// Starts an authoritative server for [`ZONE`] on 127.0.0.1 (UDP and TCP, plus DNS over TLS
 /// with `leaf` when given), each on its own free port.
 pub async fn start(leaf: Option<&Leaf>) -> DnsServer {
+    start_with(leaf, &[]).await
+}
+
+/// Like [`start`], with extra A records in [`ZONE`] (`("name.example.org.", address)`), such
+/// as names resolving to loopback addresses for lookout's own resolver.
+pub async fn start_with(leaf: Option<&Leaf>, extra: &[(&str, Ipv4Addr)]) -> DnsServer {
     let origin = Name::from_str(ZONE).unwrap();
     let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
         origin.clone(),
         ZoneType::Primary,
         AxfrPolicy::Deny,
     );
-    for record in records() {
+    let extra = extra.iter().map(|(owner, ip)| {
+        Record::from_rdata(Name::from_str(owner).unwrap(), 3600, RData::A(A(*ip)))
+    });
+    for record in records().into_iter().chain(extra) {
         assert!(zone.upsert_mut(record, SERIAL), "record accepted");
     }
     let mut catalog = Catalog::new();

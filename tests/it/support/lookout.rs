@@ -112,8 +112,25 @@ impl Lookout {
         Lookout::start_with_flags(dir, yaml, &[]).await
     }
 
+    /// Starts lookout with `yaml`, resolving target names through the DNS server at `dns`
+    /// only (a test's own hickory server) instead of the system's resolver.
+    pub async fn start_with_dns(yaml: &str, dns: SocketAddr) -> Lookout {
+        let dir = tempfile::tempdir().unwrap();
+        let resolver = lookout::probe::resolve::Resolver::with_server(dns);
+        Lookout::start_full(dir, yaml, &[], Some(resolver)).await
+    }
+
     /// Starts lookout with `yaml`, written into `dir`, and extra command-line flags.
     pub async fn start_with_flags(dir: tempfile::TempDir, yaml: &str, flags: &[&str]) -> Lookout {
+        Lookout::start_full(dir, yaml, flags, None).await
+    }
+
+    async fn start_full(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        flags: &[&str],
+        resolver: Option<lookout::probe::resolve::Resolver>,
+    ) -> Lookout {
         let config_path = dir.path().join("lookout.yml");
         std::fs::write(&config_path, yaml).unwrap();
         let storage = dir.path().join("data");
@@ -129,7 +146,7 @@ impl Lookout {
         args.extend_from_slice(flags);
         let cli = <lookout::cli::Cli as clap::Parser>::parse_from(args);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let app = lookout::App::start(&cli, async move {
+        let app = lookout::App::start_with(&cli, resolver, async move {
             let _ = rx.await;
         })
         .await
