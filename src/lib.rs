@@ -8,6 +8,7 @@
 //! - `results`: every finished probe as a `ProbeResult`, published on the `ResultBus`.
 //! - `schedule`: lookout's own scheduler; `state`: what the application shares.
 //! - `server`: HTTP endpoints and the accept loop; `reload`: config reloads.
+//! - `web`: `--web.config.file` (TLS, basic auth, headers, rate limit for lookout's endpoints).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
@@ -30,6 +31,7 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod values;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
