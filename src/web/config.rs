@@ -255,7 +255,7 @@ struct RawTls {
     /// blackbox release honours it either.
     #[serde(default)]
     #[allow(dead_code)]
-    prefer_server_cipher_suites: Option<bool>,
+    prefer_server_cipher_suites: Option<GoBool>,
     #[serde(default)]
     client_allowed_sans: Option<Vec<String>>,
 }
@@ -264,7 +264,7 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     #[serde(default)]
-    http2: Option<bool>,
+    http2: Option<GoBool>,
     #[serde(default, deserialize_with = "null_default")]
     headers: BTreeMap<String, Option<Text>>,
 }
@@ -340,6 +340,34 @@ where
         }
     }
     d.deserialize_str(V(check))
+}
+
+/// A boolean as Go's YAML 1.1 decoder reads one: `true`/`false`, and also `yes`/`no`, `on`/`off`,
+/// `y`/`n` in their usual capitalisations.
+#[derive(Debug, Clone, Copy)]
+struct GoBool(bool);
+
+impl<'de> Deserialize<'de> for GoBool {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = GoBool;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true or false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<GoBool, E> {
+                Ok(GoBool(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GoBool, E> {
+                match v {
+                    "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => Ok(GoBool(true)),
+                    "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => Ok(GoBool(false)),
+                    _ => Err(E::custom(format!("{v:?} is not a boolean (true or false)"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A name checked against a fixed list while the YAML is read, so a bad one has its line.
@@ -611,7 +639,7 @@ fn validate(raw: Raw, base: &Path) -> Result<WebConfig, FieldError> {
 
     Ok(WebConfig {
         tls: tls_settings(raw.tls_server_config, base)?,
-        http2: raw.http_server_config.http2.unwrap_or(true),
+        http2: raw.http_server_config.http2.is_none_or(|b| b.0),
         headers,
         users,
         rate_limit,
@@ -912,6 +940,16 @@ mod tests {
         let e = err("http_server_config:\n  headers:\n    x-frame-options: deny\n");
         assert!(e.message.contains("cannot be configured"), "{e}");
         assert!(!ok("http_server_config: {http2: false}\n").http2);
+        assert!(
+            !ok("http_server_config: {http2: no}\n").http2,
+            "YAML 1.1, as Go reads it"
+        );
+        let e = err("http_server_config:\n  http2: maybe\n");
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (Some(2), "http_server_config.http2"),
+            "{e}"
+        );
     }
 
     #[test]
