@@ -298,6 +298,96 @@ async fn client_certificates_when_required() {
     assert_ne!(san.exit, 0, "a SAN not in client_allowed_sans: {san:?}");
 }
 
+#[tokio::test]
+async fn client_certificates_when_requested_or_verified_if_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let clients = Ca::new("lookout web test client CA");
+    let clients_file = clients.write_to(dir.path());
+    let (good_cert, good_key) = clients
+        .client_leaf("prometheus")
+        .build()
+        .write_to(dir.path());
+    let (stranger_cert, stranger_key) = Ca::new("another CA")
+        .client_leaf("prometheus")
+        .build()
+        .write_to(dir.path());
+    let ca = p.ca_file.to_str().unwrap().to_owned();
+    // (client_auth_type, no certificate, a certificate of `clients`, one of another CA)
+    for (auth, none_ok, good_ok, stranger_ok) in [
+        ("RequireAnyClientCert", false, true, true),
+        ("RequestClientCert", true, true, true),
+        ("VerifyClientCertIfGiven", true, true, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let web = format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: {auth}\n  client_ca_file: {}\n",
+            p.cert_file.display(),
+            p.key_file.display(),
+            clients_file.display(),
+        );
+        let lk = start(dir, &web).await;
+        let r = resolve(lk.addr);
+        let url = https(lk.addr, "/-/healthy");
+        let base = ["--cacert", ca.as_str(), "--resolve", r.as_str()];
+        let none = curl(&base, &url).await;
+        assert_eq!(
+            none.status == 200,
+            none_ok,
+            "{auth}, no certificate: {none:?}"
+        );
+        for (cert, key, ok, what) in [
+            (
+                &good_cert,
+                &good_key,
+                good_ok,
+                "the client CA's certificate",
+            ),
+            (
+                &stranger_cert,
+                &stranger_key,
+                stranger_ok,
+                "another CA's certificate",
+            ),
+        ] {
+            let (cert, key) = (cert.display().to_string(), key.display().to_string());
+            let a = curl(
+                &[&base[..], &["--cert", &cert, "--key", &key]].concat(),
+                &url,
+            )
+            .await;
+            assert_eq!(a.status == 200, ok, "{auth}, {what}: {a:?}");
+        }
+    }
+}
+
+/// What rustls cannot honour is left out, and the rest still works: a list of only CBC suites
+/// serves TLS 1.3 alone; curve_preferences restricts the key exchange to the listed curves.
+#[tokio::test]
+async fn cipher_suites_and_curves_rustls_lacks_are_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let web = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA]\n  curve_preferences: [CurveP521, CurveP384]\n",
+        p.cert_file.display(),
+        p.key_file.display(),
+    );
+    let lk = start(dir, &web).await;
+    let ca = p.ca_file.to_str().unwrap().to_owned();
+    let r = resolve(lk.addr);
+    let url = https(lk.addr, "/-/healthy");
+    let base = ["--cacert", ca.as_str(), "--resolve", r.as_str()];
+    let tls12 = curl(&[&base[..], &["--tls-max", "1.2"]].concat(), &url).await;
+    assert_eq!(tls12.status, 0, "no TLS 1.2 suite is left: {tls12:?}");
+    let p384 = curl(&[&base[..], &["--curves", "P-384"]].concat(), &url).await;
+    assert_eq!(p384.status, 200, "{p384:?}");
+    let x25519 = curl(&[&base[..], &["--curves", "X25519"]].concat(), &url).await;
+    assert_eq!(
+        x25519.status, 0,
+        "X25519 is not in curve_preferences: {x25519:?}"
+    );
+}
+
 /// The leaf certificate lookout presents to a new TLS connection.
 async fn served_leaf(addr: SocketAddr, ca: &Ca) -> Vec<u8> {
     let mut roots = rustls::RootCertStore::empty();
@@ -488,6 +578,22 @@ fn bad_web_config_files_name_file_line_and_field() {
             ),
             ":4:",
             "field tls_server_config.client_ca_file: a client CA is configured but client_auth_type is NoClientCert",
+        ),
+        (
+            "no-suite-no-version".into(),
+            format!(
+                "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  max_version: TLS12\n  cipher_suites: [TLS_RSA_WITH_AES_128_GCM_SHA256]\n"
+            ),
+            ":5:",
+            "field tls_server_config.cipher_suites: none of these TLS 1.2 cipher suites is implemented by rustls",
+        ),
+        (
+            "p521-only".into(),
+            format!(
+                "tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n  curve_preferences: [CurveP521]\n"
+            ),
+            ":4:",
+            "field tls_server_config.curve_preferences: no curve lookout implements is left",
         ),
         (
             "hash".into(),
