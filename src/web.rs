@@ -64,8 +64,12 @@ fn read(path: &Path) -> Result<(Vec<u8>, WebConfig), ConfigError> {
     Ok((bytes, parsed))
 }
 
+/// What `Web::load` checked: the file's bytes, its parse, and the TLS configuration built from
+/// it with the material it was built from (when TLS is on).
+type Checked = (Vec<u8>, WebConfig, Option<(tls::Material, tls::Built)>);
+
 /// Everything `Web::load` checks: the file, every user's hash, and the TLS material.
-fn check_all(path: &Path) -> Result<(Vec<u8>, WebConfig, Vec<String>), ConfigError> {
+fn check_all(path: &Path) -> Result<Checked, ConfigError> {
     let (bytes, c) = read(path)?;
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let at = |e: crate::values::FieldError| ConfigError {
@@ -83,12 +87,15 @@ fn check_all(path: &Path) -> Result<(Vec<u8>, WebConfig, Vec<String>), ConfigErr
             ))
         })?;
     }
-    let mut warnings = Vec::new();
-    if let Some(t) = &c.tls {
-        let m = tls::read(t).map_err(at)?;
-        warnings = tls::build(t, &m, c.http2).map_err(at)?.warnings;
-    }
-    Ok((bytes, c, warnings))
+    let tls = match &c.tls {
+        Some(t) => {
+            let m = tls::read(t).map_err(at)?;
+            let built = tls::build(t, &m, c.http2).map_err(at)?;
+            Some((m, built))
+        }
+        None => None,
+    };
+    Ok((bytes, c, tls))
 }
 
 /// Checks a web config file as start-up does (for `--config.check`).
@@ -100,10 +107,11 @@ impl Web {
     /// Loads and checks `path` as exporter-toolkit does before serving: the YAML, every user's
     /// bcrypt hash, and (when TLS is on) the certificate, key and client CA.
     pub fn load(path: &Path) -> Result<Web, ConfigError> {
-        let (bytes, c, warnings) = check_all(path)?;
-        for w in &warnings {
+        let (bytes, c, tls) = check_all(path)?;
+        for w in tls.iter().flat_map(|(_, b)| &b.warnings) {
             tracing::warn!(file = %path.display(), "{w}");
         }
+        let c = Arc::new(c);
         if let Some(r) = c.rate_limit {
             tracing::info!(
                 burst = r.burst,
@@ -123,8 +131,8 @@ impl Web {
                 ))
             }),
             auth: auth::Checker::default(),
-            parsed: Mutex::new(Some((bytes, Arc::new(c)))),
-            built: Mutex::new(None),
+            built: Mutex::new(tls.map(|(m, b)| (c.clone(), m, b.config))),
+            parsed: Mutex::new(Some((bytes, c))),
             trouble: Mutex::new(None),
         })
     }
@@ -192,7 +200,7 @@ impl Web {
         for w in &built.warnings {
             tracing::warn!(file = %self.path.display(), "{w}");
         }
-        tracing::info!(file = %self.path.display(), "TLS configuration (re)loaded");
+        tracing::info!(file = %self.path.display(), "TLS configuration reloaded");
         *lock(&self.built) = Some((c, m, built.config.clone()));
         Ok(built.config)
     }
