@@ -96,12 +96,13 @@ async fn accept(
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-    tracing::info!(
-        address = %addr,
-        tls,
-        http2 = tls && web.as_ref().is_some_and(|w| w.http2()),
-        "Serving"
-    );
+    // exporter-toolkit's lines, one per listener.
+    if tls {
+        let http2 = web.as_ref().is_some_and(|w| w.http2());
+        tracing::info!(address = %addr, http2, "TLS is enabled");
+    } else {
+        tracing::info!(address = %addr, http2 = false, "TLS is disabled");
+    }
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
