@@ -24,13 +24,20 @@ pub struct Cli {
     #[arg(long = "config.check")]
     pub config_check: bool,
 
-    /// Address to listen on for the web interface, /probe and /metrics.
+    /// Address to listen on for the web interface, /probe and /metrics. Repeat the flag to
+    /// listen on several addresses (`:9115` or `[::1]:9115`).
     #[arg(
         long = "web.listen-address",
         default_value = ":9115",
-        value_name = "ADDR"
+        value_name = "ADDR",
+        action = clap::ArgAction::Append
     )]
-    pub listen_address: String,
+    pub listen_address: Vec<String>,
+
+    /// exporter-toolkit's web config file: TLS (with client certificates), basic auth, response
+    /// headers and a rate limit for every endpoint. Re-read on every request and TLS handshake.
+    #[arg(long = "web.config.file", value_name = "PATH", default_value = "")]
+    pub web_config_file: String,
 
     /// Path prefix for all HTTP endpoints (e.g. /blackbox). Defaults to the path of
     /// --web.external-url, else none.
@@ -136,6 +143,13 @@ impl Cli {
             None if scheduled => Some(PathBuf::from("data")),
             None => None,
         }
+    }
+
+    /// `--web.config.file`, when given (an empty value is none, as in exporter-toolkit).
+    pub fn web_config(&self) -> Option<&std::path::Path> {
+        Some(self.web_config_file.as_str())
+            .filter(|p| !p.is_empty())
+            .map(std::path::Path::new)
     }
 
     /// The config source: the flag, else ./lookout.yml, else the built-in default.
@@ -267,6 +281,23 @@ mod tests {
         assert_eq!(
             cli(&["--log.prober", "debug"]).prober_level(),
             Some(tracing_subscriber::filter::LevelFilter::DEBUG)
+        );
+    }
+
+    #[test]
+    fn listen_addresses_repeat_and_replace_the_default() {
+        assert_eq!(cli(&[]).listen_address, [":9115"]);
+        let c = cli(&[
+            "--web.listen-address",
+            "127.0.0.1:9115",
+            "--web.listen-address=[::1]:9115",
+        ]);
+        assert_eq!(c.listen_address, ["127.0.0.1:9115", "[::1]:9115"]);
+        assert_eq!(cli(&[]).web_config(), None);
+        assert_eq!(cli(&["--web.config.file="]).web_config(), None);
+        assert_eq!(
+            cli(&["--web.config.file", "web.yml"]).web_config(),
+            Some(std::path::Path::new("web.yml"))
         );
     }
 }

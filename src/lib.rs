@@ -9,6 +9,7 @@
 //! - `results`: every finished probe as a `ProbeResult`, published on the `ResultBus`.
 //! - `schedule`: lookout's own scheduler; `state`: what the application shares.
 //! - `server`: HTTP endpoints and the accept loop; `reload`: config reloads.
+//! - `web`: `--web.config.file` (TLS, basic auth, headers, rate limit for lookout's endpoints).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
@@ -32,6 +33,7 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod values;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,11 +52,16 @@ use crate::results::ResultBus;
 use crate::server::recent::Recent;
 use crate::state::State;
 
-/// A running lookout: its bound address and the task serving it.
+/// A running lookout: its bound addresses and the task serving it.
 #[derive(Debug)]
 pub struct App {
-    /// The address the web server listens on (tests bind port 0 and read it here).
+    /// The address the web server listens on (the first `--web.listen-address`; tests bind
+    /// port 0 and read it here).
     pub local_addr: SocketAddr,
+    /// Every bound address, one per `--web.listen-address`.
+    pub local_addrs: Vec<SocketAddr>,
+    /// Whether the endpoints are served over TLS (`--web.config.file`).
+    pub tls: bool,
     /// Shared state (config, metrics, scheduler).
     pub state: Arc<State>,
     /// Ends when the server has stopped and the scheduler has let its probes finish (up to the
@@ -151,26 +158,45 @@ impl App {
             external_url: external_url.clone(),
             openmetrics: cli.enable_openmetrics,
         });
-        let mut last_err = None;
-        let mut listener = None;
-        for addr in listen_addrs(&cli.listen_address) {
-            match TcpListener::bind(&addr).await {
-                Ok(l) => {
-                    listener = Some(l);
-                    break;
-                }
-                Err(e) => {
-                    last_err =
-                        Some(anyhow::Error::new(e).context(format!("cannot listen on {addr}")))
+        let web = match cli.web_config() {
+            None => None,
+            Some(path) => Some(Arc::new(web::Web::load(path).map_err(|e| {
+                tracing::error!(err = %e, "Error loading web config");
+                anyhow::Error::new(e).context("error loading the web config (--web.config.file)")
+            })?)),
+        };
+        let tls = web.as_ref().is_some_and(|w| w.tls());
+        let mut listeners = Vec::new();
+        let mut local_addrs = Vec::new();
+        for flag in &cli.listen_address {
+            let mut last_err = None;
+            let mut listener = None;
+            for addr in listen_addrs(flag) {
+                match TcpListener::bind(&addr).await {
+                    Ok(l) => {
+                        listener = Some(l);
+                        break;
+                    }
+                    Err(e) => {
+                        last_err =
+                            Some(anyhow::Error::new(e).context(format!("cannot listen on {addr}")))
+                    }
                 }
             }
+            let listener = match listener {
+                Some(l) => l,
+                None => {
+                    return Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no listen address")));
+                }
+            };
+            let addr = listener.local_addr().context("reading the bound address")?;
+            tracing::info!(address = %addr, "Listening on address");
+            local_addrs.push(addr);
+            listeners.push(listener);
         }
-        let listener = match listener {
-            Some(l) => l,
-            None => return Err(last_err.unwrap_or_else(|| anyhow::anyhow!("no listen address"))),
+        let Some(&local_addr) = local_addrs.first() else {
+            return Err(anyhow::anyhow!("no --web.listen-address"));
         };
-        let local_addr = listener.local_addr().context("reading the bound address")?;
-        tracing::info!(address = %local_addr, "Listening on address");
 
         let stop = CancellationToken::new();
         {
@@ -232,7 +258,11 @@ impl App {
                 state.resolver.clone(),
                 match &external_url {
                     Some(base) => format!("{base}/api/v1/targets"),
-                    None => format!("http://{local_addr}{}/api/v1/targets", state.prefix),
+                    None => format!(
+                        "{}://{local_addr}{}/api/v1/targets",
+                        if tls { "https" } else { "http" },
+                        state.prefix
+                    ),
                 },
                 stop.clone(),
             ));
@@ -241,7 +271,7 @@ impl App {
         let grace = cli.shutdown_grace_period;
         let serve_state = state.clone();
         let task = tokio::spawn(async move {
-            let served = server::serve(listener, serve_state, server_stop, grace).await;
+            let served = server::serve(listeners, serve_state, web, server_stop, grace).await;
             let _ = scheduler.await;
             if let Some(t) = history_task {
                 let _ = t.await;
@@ -250,6 +280,8 @@ impl App {
         });
         Ok(App {
             local_addr,
+            local_addrs,
+            tls,
             state,
             task,
         })
@@ -270,17 +302,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     if cli.config_check {
-        return match config::load_source(&cli.config_source()) {
-            Ok(c) => {
-                println!(
-                    "Config file is ok: {} ({} modules)",
-                    c.file.display(),
-                    c.modules.len()
-                );
-                Ok(())
-            }
-            Err(e) => Err(anyhow::Error::new(e)),
-        };
+        let c = config::load_source(&cli.config_source()).map_err(anyhow::Error::new)?;
+        println!(
+            "Config file is ok: {} ({} modules)",
+            c.file.display(),
+            c.modules.len()
+        );
+        // With --web.config.file, that file is checked as start-up would check it.
+        if let Some(path) = cli.web_config() {
+            let w = web::check(path).map_err(anyhow::Error::new)?;
+            println!(
+                "Web config file is ok: {} (TLS {}, {} basic auth users)",
+                path.display(),
+                if w.tls.is_some() { "on" } else { "off" },
+                w.users.len()
+            );
+        }
+        return Ok(());
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "Starting lookout");
     let app = App::start(&cli, shutdown_signal()).await?;

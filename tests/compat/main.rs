@@ -23,3 +23,4 @@ mod http_more;
 mod http_probe;
 mod runner;
 mod tcp_probe;
+mod web_config;

@@ -568,3 +568,71 @@ def test_history_on_a_persistent_volume_claim(tmp_path):
     objs = render_values({"persistence": {"enabled": True, "existingClaim": "mine"}}, tmp_path, "existing.yaml")
     assert not find(objs, "PersistentVolumeClaim")
     assert volume(objs)["persistentVolumeClaim"]["claimName"] == "mine"
+
+
+WEB_VALUES = os.path.join(CHART, "ci", "web-config-values.yaml")
+
+
+def web_config_text(objs):
+    [secret] = find(objs, "Secret", f"{FULL}-web")
+    return secret["stringData"]["web.yml"]
+
+
+def test_web_config_renders_a_secret_the_flag_and_matching_probes(tmp_path):
+    """webConfig becomes a Secret mounted as a directory, --web.config.file names it, and the
+    kubelet's probes follow it: HTTPS with TLS, the TCP port once basic auth is on."""
+    objs = render([WEB_VALUES])
+    values = yaml.safe_load(open(WEB_VALUES))
+    assert yaml.safe_load(web_config_text(objs)) == values["webConfig"]
+    c = container(objs)
+    assert "--web.config.file=/etc/lookout-web/web.yml" in c["args"]
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    assert mounts["web-config"] == {"name": "web-config", "mountPath": "/etc/lookout-web", "readOnly": True}
+    volumes = {v["name"]: v for v in deployment_spec(objs)["volumes"]}
+    assert volumes["web-config"] == {"name": "web-config", "secret": {"secretName": f"{FULL}-web"}}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["tcpSocket"] == {"port": "http"} and "httpGet" not in c[probe], c[probe]
+    # TLS without basic auth: the same HTTP check, over HTTPS.
+    tls_only = copy.deepcopy(values)
+    del tls_only["webConfig"]["basic_auth_users"]
+    c = container(render_values(tls_only, tmp_path, "tls-only.yaml"))
+    assert c["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http", "scheme": "HTTPS"}
+    # Without webConfig nothing changes.
+    c = container(render())
+    assert not any(a.startswith("--web.config.file") for a in c["args"])
+    assert "web-config" not in {m["name"] for m in c["volumeMounts"]}
+
+
+def test_web_config_from_an_existing_secret(tmp_path):
+    objs = render_values({"webConfigExistingSecretName": "my-web-config"}, tmp_path)
+    assert not find(objs, "Secret")
+    volumes = {v["name"]: v for v in deployment_spec(objs)["volumes"]}
+    assert volumes["web-config"]["secret"] == {"secretName": "my-web-config"}
+    c = container(objs)
+    assert "--web.config.file=/etc/lookout-web/web.yml" in c["args"]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http"}, "the chart cannot see inside it"
+
+
+def test_rendered_web_config_passes_lookout_config_check(tmp_path):
+    """The chart's web.yml, its certificate paths pointed at real files, passes the binary's own
+    check; a bad hash in webConfig is refused naming its line and field."""
+    objs = render([WEB_VALUES])
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=lookout.monitoring.svc"])
+    text = web_config_text(objs).replace("/etc/lookout-tls/tls.crt", str(cert)).replace("/etc/lookout-tls/tls.key", str(key))
+    web = tmp_path / "web.yml"
+    web.write_text(text)
+    cfg = tmp_path / "lookout.yml"
+    cfg.write_text(config_text(objs))
+    p = run([lookout_bin(), "--config.check", f"--config.file={cfg}", f"--web.config.file={web}"], check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Web config file is ok" in p.stdout and "TLS on, 1 basic auth users" in p.stdout, p.stdout
+
+    bad = yaml.safe_load(open(WEB_VALUES))
+    bad["webConfig"]["basic_auth_users"]["prometheus"] = "scrape-secret"
+    objs = render_values(bad, tmp_path, "bad.yaml")
+    web.write_text(web_config_text(objs).replace("/etc/lookout-tls/tls.crt", str(cert)).replace("/etc/lookout-tls/tls.key", str(key)))
+    p = run([lookout_bin(), "--config.check", f"--config.file={cfg}", f"--web.config.file={web}"], check=False)
+    assert p.returncode == 1
+    assert re.search(rf"{re.escape(str(web))}:\d+: field basic_auth_users.prometheus: too short to be a bcrypt hash", p.stderr), p.stderr

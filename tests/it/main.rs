@@ -48,3 +48,6 @@ mod status_page;
 mod tcp;
 /// TLS: certificates made by rcgen, expiry values, verification failures.
 mod tls;
+/// `--web.config.file`: TLS, client certificates, basic auth, headers, rate limit; curl and
+/// Debian's Prometheus as clients; certificate rotation; bad files.
+mod web;

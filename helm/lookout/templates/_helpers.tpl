@@ -151,3 +151,31 @@ labels) appears once, the later source winning. Call with (dict "ctx" $ "extra" 
 {{- $base := include (ternary "lookout.monitoringLabels" "lookout.labels" (default false .monitoring)) .ctx | fromYaml }}
 {{- toYaml (mergeOverwrite $base (default dict .extra)) }}
 {{- end }}
+
+{{/* The Secret holding the web config (--web.config.file), or "" when there is none. */}}
+{{- define "lookout.webConfigName" -}}
+{{- if .Values.webConfigExistingSecretName -}}
+{{- .Values.webConfigExistingSecretName -}}
+{{- else if .Values.webConfig -}}
+{{- printf "%s-web" (include "lookout.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A container probe adapted to the chart's own web config: an httpGet probe uses HTTPS when
+webConfig turns TLS on, and becomes a tcpSocket check when webConfig asks for basic auth (the
+kubelet has no credentials). Called with (dict "probe" P "root" $).
+*/}}
+{{- define "lookout.probe" -}}
+{{- $probe := deepCopy .probe -}}
+{{- $web := .root.Values.webConfig | default dict -}}
+{{- if and $probe.httpGet (not .root.Values.webConfigExistingSecretName) -}}
+{{- if $web.basic_auth_users -}}
+{{- $_ := set $probe "tcpSocket" (dict "port" $probe.httpGet.port) -}}
+{{- $_ := unset $probe "httpGet" -}}
+{{- else if $web.tls_server_config -}}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $probe -}}
+{{- end -}}
