@@ -39,8 +39,9 @@ use crate::health::State;
 pub const FILE_NAME: &str = "history.sqlite";
 /// SQLite `application_id` of lookout's history ("lkht").
 pub const APPLICATION_ID: i32 = 0x6c6b_6874;
-/// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+/// The schema version this build writes and reads (2: latency in 10 µs units; 1 kept µs). A file
+/// of any other version is refused, not converted.
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Why the store cannot be opened or read.
 #[derive(Debug)]
@@ -275,9 +276,9 @@ pub(crate) fn open_file(dir: &Path) -> Result<(PathBuf, Connection), HistoryErro
             // upgrade may sit there, not yet checkpointed into the file).
             let app: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
             let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            if app != APPLICATION_ID || version > SCHEMA_VERSION {
+            if app != APPLICATION_ID || version != SCHEMA_VERSION {
                 return Ok(Some(format!(
-                    "written by a newer lookout or another program (application_id {app:#x}, schema version {version}); refusing to touch it"
+                    "written by another lookout version or another program (application_id {app:#x}, schema version {version}, this build reads version {SCHEMA_VERSION}); refusing to touch it"
                 )));
             }
         } else {
@@ -331,6 +332,11 @@ fn check_existing(file: &Path) -> Result<(), String> {
     if version < 1 {
         return Err(format!(
             "schema version {version} is not one lookout wrote; refusing to touch it"
+        ));
+    }
+    if version < SCHEMA_VERSION {
+        return Err(format!(
+            "written by an older lookout (schema version {version}, this build reads version {SCHEMA_VERSION} and does not convert); refusing to touch it: move it away or point --storage.path elsewhere"
         ));
     }
     // Read-only and immutable (no locks, no WAL or shared-memory files created), so even a
