@@ -61,7 +61,7 @@ impl std::fmt::Display for HistoryError {
 impl std::error::Error for HistoryError {}
 
 /// A rollup tier: the period of one slot and of one block (a row) of slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {
     /// Minutes, in blocks of an hour.
     Minute = 0,
@@ -429,31 +429,59 @@ impl Store {
     /// The last `n` UTC days of `target`, oldest first, today (so far) last.
     pub fn days(&self, target: &str, n: usize, now: SystemTime) -> Result<Vec<Day>, HistoryError> {
         self.with(|c| {
-            let now = ms(now);
-            let today = now / 86_400_000 * 86_400_000;
-            let mut out = Vec::with_capacity(n);
             let incidents = incidents(c, target, 10_000)?;
-            for k in (0..n as u64).rev() {
-                let Some(start) = today.checked_sub(k * 86_400_000) else {
+            days(&mut Reader::new(c, target)?, &incidents, n, ms(now))
+        })
+    }
+
+    /// What a status page row shows of `target` at `now`, read in one go (each rollup block
+    /// once): uptime over each of `windows` ending now, the last `n_days` days, latency per hour
+    /// over the last 24 hours (the hour under way from its minutes), and the newest
+    /// `n_incidents` incidents.
+    pub fn summary(
+        &self,
+        target: &str,
+        windows: &[Duration],
+        n_days: usize,
+        n_incidents: usize,
+        now: SystemTime,
+    ) -> Result<Summary, HistoryError> {
+        self.with(|c| {
+            let now = ms(now);
+            let mut r = Reader::new(c, target)?;
+            if r.id.is_none() {
+                return Ok(Summary::default());
+            }
+            let incidents = incidents(c, target, n_incidents)?;
+            let mut uptime = Vec::with_capacity(windows.len());
+            for w in windows {
+                uptime.push(r.uptime(now.saturating_sub(w.as_millis() as u64), now)?);
+            }
+            let days = days(&mut r, &incidents, n_days, now)?;
+            let this_hour = now / 3_600_000 * 3_600_000;
+            let mut hourly = Vec::with_capacity(25);
+            for k in (0..24u64).rev() {
+                let Some(h) = this_hour.checked_sub(k * 3_600_000) else {
                     continue;
                 };
-                // Today ends now: its closed hours are in the hour tier, not yet in the day tier.
-                let end = (start + 86_400_000).min(now.max(start));
-                let u = uptime(c, target, start, end)?;
-                let s = at(start as i64);
-                out.push(Day {
-                    start: s,
-                    up_ratio: u.ratio(),
-                    maintenance_ratio: u.maintenance.as_secs_f64() / 86_400.0,
-                    incidents: incidents
-                        .iter()
-                        .filter(|i| {
-                            i.start < at((start + 86_400_000) as i64) && i.end.is_none_or(|x| x > s)
-                        })
-                        .count() as u32,
-                });
+                let mut slot = Slot::default();
+                // An hour is in the hour tier once rolled up; until then, and for the hour
+                // under way, its minutes.
+                if !r.fold(Tier::Hour, h, h + 3_600_000, &mut |s| slot.merge(s))? {
+                    r.fold(Tier::Minute, h, (h + 3_600_000).min(now), &mut |s| {
+                        slot.merge(s)
+                    })?;
+                }
+                if let Some(p) = point(h, &slot) {
+                    hourly.push(p);
+                }
             }
-            Ok(out)
+            Ok(Summary {
+                uptime,
+                days,
+                hourly,
+                incidents,
+            })
         })
     }
 
@@ -486,23 +514,7 @@ impl Store {
             }
             Ok(points
                 .into_iter()
-                .filter(|(_, s)| !s.sketch.0.is_empty())
-                .map(|(k, s)| {
-                    let us = |q: f64| {
-                        Duration::from_micros(
-                            s.sketch
-                                .quantile(q)
-                                .unwrap_or(0.0)
-                                .min(s.latency_max_us as f64) as u64,
-                        )
-                    };
-                    Point {
-                        at: at(k as i64),
-                        p50: us(0.5),
-                        p95: us(0.95),
-                        max: Duration::from_micros(s.latency_max_us),
-                    }
-                })
+                .filter_map(|(k, s)| point(k, &s))
                 .collect())
         })
     }
@@ -558,14 +570,73 @@ pub(crate) fn slo(
     now: SystemTime,
 ) -> rusqlite::Result<SloStatus> {
     let now = ms(now);
-    let w = uptime(
-        c,
-        target,
-        now.saturating_sub(window.as_millis() as u64),
-        now,
-    )?;
-    let h = uptime(c, target, now.saturating_sub(3_600_000), now)?;
+    let mut r = Reader::new(c, target)?;
+    let w = r.uptime(now.saturating_sub(window.as_millis() as u64), now)?;
+    let h = r.uptime(now.saturating_sub(3_600_000), now)?;
     Ok(slo_status(objective, &w, &h))
+}
+
+/// What `Store::summary` reads for a status page row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Uptime per window asked for.
+    pub uptime: Vec<Uptime>,
+    /// The days asked for, oldest first.
+    pub days: Vec<Day>,
+    /// Latency per hour of the last 24 hours with probes, oldest first.
+    pub hourly: Vec<Point>,
+    /// The newest incidents, newest first.
+    pub incidents: Vec<Incident>,
+}
+
+/// The latency point of `slot` at `at_ms`; `None` without successful probes.
+fn point(at_ms: u64, s: &Slot) -> Option<Point> {
+    let us = |q: f64| {
+        Duration::from_micros(
+            s.sketch
+                .quantile(q)
+                .unwrap_or(0.0)
+                .min(s.latency_max_us as f64) as u64,
+        )
+    };
+    (!s.sketch.0.is_empty()).then(|| Point {
+        at: at(at_ms as i64),
+        p50: us(0.5),
+        p95: us(0.95),
+        max: Duration::from_micros(s.latency_max_us),
+    })
+}
+
+/// The last `n` UTC days before `now` ms through `r`, with the incidents that overlap each.
+fn days(
+    r: &mut Reader<'_>,
+    incidents: &[Incident],
+    n: usize,
+    now: u64,
+) -> rusqlite::Result<Vec<Day>> {
+    let today = now / 86_400_000 * 86_400_000;
+    let mut out = Vec::with_capacity(n);
+    for k in (0..n as u64).rev() {
+        let Some(start) = today.checked_sub(k * 86_400_000) else {
+            continue;
+        };
+        // Today ends now: its closed hours are in the hour tier, not yet in the day tier.
+        let end = (start + 86_400_000).min(now.max(start));
+        let u = r.uptime(start, end)?;
+        let s = at(start as i64);
+        out.push(Day {
+            start: s,
+            up_ratio: u.ratio(),
+            maintenance_ratio: u.maintenance.as_secs_f64() / 86_400.0,
+            incidents: incidents
+                .iter()
+                .filter(|i| {
+                    i.start < at((start + 86_400_000) as i64) && i.end.is_none_or(|x| x > s)
+                })
+                .count() as u32,
+        });
+    }
+    Ok(out)
 }
 
 pub(crate) fn split_names(s: &str) -> Vec<String> {
@@ -653,41 +724,118 @@ pub(crate) fn slots_by_id(
 /// Uptime of `target` in `[from, to)` ms: whole days from day rollups, whole hours from hour
 /// rollups, the minutes at either end from minute rollups.
 fn uptime(c: &Connection, target: &str, from: u64, to: u64) -> rusqlite::Result<Uptime> {
-    let (from, to) = (from / 60_000 * 60_000, to.div_ceil(60_000) * 60_000);
-    let mut total = Slot::default();
-    if to > from
-        && let Some(id) = target_id(c, target)?
-    {
-        let mut add = |tier: Tier, a: u64, b: u64| -> rusqlite::Result<()> {
-            for (_, s) in slots_by_id(c, tier, id, a, b)? {
-                total.merge(&s);
-            }
-            Ok(())
-        };
-        let h0 = from.div_ceil(3_600_000) * 3_600_000;
-        let h1 = to / 3_600_000 * 3_600_000;
-        if h0 >= h1 {
-            add(Tier::Minute, from, to)?;
-        } else {
-            let d0 = h0.div_ceil(86_400_000) * 86_400_000;
-            let d1 = h1 / 86_400_000 * 86_400_000;
-            add(Tier::Minute, from, h0)?;
-            if d0 >= d1 {
-                add(Tier::Hour, h0, h1)?;
-            } else {
-                add(Tier::Hour, h0, d0)?;
-                add(Tier::Day, d0, d1)?;
-                add(Tier::Hour, d1, h1)?;
-            }
-            add(Tier::Minute, h1, to)?;
-        }
+    Reader::new(c, target)?.uptime(from, to)
+}
+
+/// One target's rollups as one query answers them: each block is read and decoded at most once
+/// (the 90 day bars of a row need 4 day blocks, not 90 range queries), so a page's row costs a
+/// dozen point reads.
+pub(crate) struct Reader<'c> {
+    c: &'c Connection,
+    id: Option<i64>,
+    blocks: std::collections::HashMap<(Tier, u64), Option<Block>>,
+}
+
+impl<'c> Reader<'c> {
+    pub(crate) fn new(c: &'c Connection, target: &str) -> rusqlite::Result<Reader<'c>> {
+        Ok(Reader {
+            c,
+            id: target_id(c, target)?,
+            blocks: std::collections::HashMap::new(),
+        })
     }
-    let d = Duration::from_millis;
-    let known = total.up_ms + total.down_ms + total.maintenance_ms;
-    Ok(Uptime {
-        up: d(total.up_ms),
-        down: d(total.down_ms),
-        maintenance: d(total.maintenance_ms),
-        unknown: d((to.saturating_sub(from)).saturating_sub(known)),
-    })
+
+    /// The block of `tier` starting at `start`, read once.
+    fn block(&mut self, tier: Tier, start: u64) -> rusqlite::Result<Option<&Block>> {
+        let Some(id) = self.id else {
+            return Ok(None);
+        };
+        if !self.blocks.contains_key(&(tier, start)) {
+            let bytes: Option<Vec<u8>> = self
+                .c
+                .prepare_cached(
+                    "SELECT slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start = ?3",
+                )?
+                .query_row((tier as i64, id, start as i64), |r| r.get(0))
+                .optional()?;
+            let block = match bytes {
+                None => None,
+                Some(b) => Some(Block::decode(&b, tier.slot_ms()).ok_or_else(|| {
+                    rusqlite::Error::InvalidColumnType(
+                        0,
+                        "slots (malformed block)".into(),
+                        rusqlite::types::Type::Blob,
+                    )
+                })?),
+            };
+            self.blocks.insert((tier, start), block);
+        }
+        Ok(self.blocks.get(&(tier, start)).and_then(Option::as_ref))
+    }
+
+    /// Calls `f` with each slot of `tier` that starts in `[from, to)`; whether there were any.
+    pub(crate) fn fold(
+        &mut self,
+        tier: Tier,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(&Slot),
+    ) -> rusqlite::Result<bool> {
+        let mut any = false;
+        if to <= from {
+            return Ok(any);
+        }
+        let mut b = tier.locate(from).0;
+        while b < to {
+            if let Some(block) = self.block(tier, b)? {
+                for (i, s) in &block.0 {
+                    let t = b + u64::from(*i) * tier.slot_ms();
+                    if t >= from && t < to {
+                        f(s);
+                        any = true;
+                    }
+                }
+            }
+            b += tier.block_ms();
+        }
+        Ok(any)
+    }
+
+    /// Uptime in `[from, to)` ms rounded out to whole minutes: whole days from the day tier,
+    /// whole hours from the hour tier, the minutes at either end from the minute tier.
+    pub(crate) fn uptime(&mut self, from: u64, to: u64) -> rusqlite::Result<Uptime> {
+        let (from, to) = (from / 60_000 * 60_000, to.div_ceil(60_000) * 60_000);
+        let (mut up, mut down, mut maintenance) = (0u64, 0u64, 0u64);
+        if to > from && self.id.is_some() {
+            let mut add = |s: &Slot| {
+                up += s.up_ms;
+                down += s.down_ms;
+                maintenance += s.maintenance_ms;
+            };
+            let h0 = from.div_ceil(3_600_000) * 3_600_000;
+            let h1 = to / 3_600_000 * 3_600_000;
+            if h0 >= h1 {
+                self.fold(Tier::Minute, from, to, &mut add)?;
+            } else {
+                let d0 = h0.div_ceil(86_400_000) * 86_400_000;
+                let d1 = h1 / 86_400_000 * 86_400_000;
+                self.fold(Tier::Minute, from, h0, &mut add)?;
+                if d0 >= d1 {
+                    self.fold(Tier::Hour, h0, h1, &mut add)?;
+                } else {
+                    self.fold(Tier::Hour, h0, d0, &mut add)?;
+                    self.fold(Tier::Day, d0, d1, &mut add)?;
+                    self.fold(Tier::Hour, d1, h1, &mut add)?;
+                }
+                self.fold(Tier::Minute, h1, to, &mut add)?;
+            }
+        }
+        let d = Duration::from_millis;
+        Ok(Uptime {
+            up: d(up),
+            down: d(down),
+            maintenance: d(maintenance),
+            unknown: d((to - from.min(to)).saturating_sub(up + down + maintenance)),
+        })
+    }
 }
