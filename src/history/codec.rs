@@ -290,7 +290,19 @@ mod tests {
             latency_max_us: 90_000,
             ..Default::default()
         };
-        for us in [100, 2_000, 2_100, 90_000, 10, 10, 20, 30, 1_000_000_000, 40, 50] {
+        for us in [
+            100,
+            2_000,
+            2_100,
+            90_000,
+            10,
+            10,
+            20,
+            30,
+            1_000_000_000,
+            40,
+            50,
+        ] {
             many.sketch.add(us);
             many.latency_sum_us += us;
         }

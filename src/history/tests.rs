@@ -214,7 +214,10 @@ fn foreign_newer_and_damaged_files_are_refused_and_left_alone() {
         "newer lookout",
     );
     // Version 1 stored latency in µs; this build does not convert it, and says so.
-    refused(&sqlite_file(APPLICATION_ID, 1), "older lookout (schema version 1");
+    refused(
+        &sqlite_file(APPLICATION_ID, 1),
+        "older lookout (schema version 1",
+    );
     // A real store with its pages overwritten past the header.
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
