@@ -404,13 +404,108 @@ impl Store {
         &self.file
     }
 
+    /// A consistent view for a run of queries (see `Snapshot`).
+    pub fn snapshot(&self) -> Result<Snapshot<'_>, HistoryError> {
+        let conn = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        // Deferred: the read transaction starts at the first query.
+        conn.execute_batch("BEGIN").map_err(|e| HistoryError {
+            file: self.file.clone(),
+            message: format!("cannot begin reading: {e}"),
+        })?;
+        Ok(Snapshot {
+            file: &self.file,
+            conn,
+        })
+    }
+
+    /// `Snapshot::uptime` in a snapshot of its own.
+    pub fn uptime(
+        &self,
+        target: &str,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Uptime, HistoryError> {
+        self.snapshot()?.uptime(target, from, to)
+    }
+
+    /// `Snapshot::days` in a snapshot of its own.
+    pub fn days(&self, target: &str, n: usize, now: SystemTime) -> Result<Vec<Day>, HistoryError> {
+        self.snapshot()?.days(target, n, now)
+    }
+
+    /// `Snapshot::summary` in a snapshot of its own.
+    pub fn summary(
+        &self,
+        target: &str,
+        windows: &[Duration],
+        n_days: usize,
+        n_incidents: usize,
+        now: SystemTime,
+    ) -> Result<Summary, HistoryError> {
+        self.snapshot()?
+            .summary(target, windows, n_days, n_incidents, now)
+    }
+
+    /// `Snapshot::latency` in a snapshot of its own.
+    pub fn latency(
+        &self,
+        target: &str,
+        from: SystemTime,
+        to: SystemTime,
+        step: Duration,
+    ) -> Result<Vec<Point>, HistoryError> {
+        self.snapshot()?.latency(target, from, to, step)
+    }
+
+    /// `Snapshot::incidents` in a snapshot of its own.
+    pub fn incidents(&self, target: &str, limit: usize) -> Result<Vec<Incident>, HistoryError> {
+        self.snapshot()?.incidents(target, limit)
+    }
+
+    /// `Snapshot::state_changes` in a snapshot of its own.
+    pub fn state_changes(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<StateChange>, HistoryError> {
+        self.snapshot()?.state_changes(target, limit)
+    }
+
+    /// `Snapshot::slo` in a snapshot of its own.
+    pub fn slo(
+        &self,
+        target: &str,
+        objective: f64,
+        window: Duration,
+        now: SystemTime,
+    ) -> Result<SloStatus, HistoryError> {
+        self.snapshot()?.slo(target, objective, window, now)
+    }
+}
+
+/// A consistent view of the store for a run of queries, such as one page: a single read
+/// transaction, so SQLite takes its shared lock and reads the WAL index once instead of once a
+/// query, and every query sees the same flush. Holds the store's read connection until dropped.
+#[derive(Debug)]
+pub struct Snapshot<'a> {
+    file: &'a Path,
+    conn: std::sync::MutexGuard<'a, Connection>,
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        // A read transaction: nothing to keep or lose; this only releases the snapshot.
+        let _ = self.conn.execute_batch("COMMIT");
+    }
+}
+
+impl Snapshot<'_> {
     fn with<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, HistoryError> {
-        let conn = self.read.lock().unwrap_or_else(|e| e.into_inner());
-        f(&conn).map_err(|e| HistoryError {
-            file: self.file.clone(),
+        f(&self.conn).map_err(|e| HistoryError {
+            file: self.file.to_owned(),
             message: format!("query failed: {e}"),
         })
     }

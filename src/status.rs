@@ -195,7 +195,7 @@ pub struct LatencyPoint {
 
 /// What the page asks of the history store. `NoHistory` answers when there is none, so the page
 /// still shows the live states.
-pub trait HistorySource: Send + Sync {
+pub trait HistorySource {
     /// The share of `window` (ending now) the target was up, maintenance excluded.
     fn uptime(&self, target: &str, window: Duration) -> Option<f64>;
     /// The last `n` days, oldest first.
@@ -233,11 +233,12 @@ pub struct RowHistory {
     pub latency: Vec<f64>,
 }
 
-/// The history store as the pages read it: rollups, as of `now`.
+/// The history store as a page reads it: rollups, as of `now`, all from one snapshot (one read
+/// transaction for the whole page).
 #[derive(Debug)]
 pub struct StoreHistory<'a> {
-    /// The store.
-    pub store: &'a crate::history::Store,
+    /// The store's snapshot.
+    pub snap: crate::history::Snapshot<'a>,
     /// The time the page is built for.
     pub now: SystemTime,
 }
@@ -268,21 +269,21 @@ impl StoreHistory<'_> {
 
 impl HistorySource for StoreHistory<'_> {
     fn uptime(&self, target: &str, window: Duration) -> Option<f64> {
-        self.store
+        self.snap
             .uptime(target, self.now - window, self.now)
             .ok()?
             .ratio()
     }
 
     fn days(&self, target: &str, n: usize) -> Vec<DayView> {
-        let incidents = self.store.incidents(target, 200).unwrap_or_default();
-        let days = self.store.days(target, n, self.now).unwrap_or_default();
+        let incidents = self.snap.incidents(target, 200).unwrap_or_default();
+        let days = self.snap.days(target, n, self.now).unwrap_or_default();
         self.day_views(days, &incidents)
     }
 
     fn latency(&self, target: &str, window: Duration, points: usize) -> Vec<LatencyPoint> {
         let step = window / points.max(1) as u32;
-        self.store
+        self.snap
             .latency(target, self.now - window, self.now, step)
             .unwrap_or_default()
             .into_iter()
@@ -296,7 +297,7 @@ impl HistorySource for StoreHistory<'_> {
     }
 
     fn incidents(&self, target: &str, limit: usize) -> Vec<IncidentView> {
-        self.store
+        self.snap
             .incidents(target, limit)
             .unwrap_or_default()
             .into_iter()
@@ -312,7 +313,7 @@ impl HistorySource for StoreHistory<'_> {
 
     fn row(&self, target: &str) -> RowHistory {
         let windows: Vec<Duration> = WINDOWS.iter().map(|(_, w)| *w).collect();
-        let Ok(s) = self.store.summary(target, &windows, DAYS, 200, self.now) else {
+        let Ok(s) = self.snap.summary(target, &windows, DAYS, 200, self.now) else {
             return RowHistory::default();
         };
         RowHistory {

@@ -38,10 +38,16 @@ async fn with_history<T: Send + 'static>(
 ) -> Result<T, Response> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || match &state.history {
-        Some(store) => f(&page::StoreHistory {
-            store,
-            now: SystemTime::now(),
-        }),
+        Some(store) => match store.snapshot() {
+            Ok(snap) => f(&page::StoreHistory {
+                snap,
+                now: SystemTime::now(),
+            }),
+            Err(e) => {
+                tracing::warn!(err = %e, "Cannot read the history store; the page shows none");
+                f(&page::NoHistory)
+            }
+        },
         None => f(&page::NoHistory),
     })
     .await
