@@ -389,6 +389,17 @@ impl Store {
             file: file.clone(),
             message: format!("cannot open for reading: {e}"),
         })?;
+        // The query planner's stability guarantee: plans never depend on bound values, so a
+        // cached statement is not prepared again whenever a value the planner looked at (the
+        // incidents' `LIMIT ?`) is bound anew, as it was once a row of every page (9% of it).
+        read.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(|e| HistoryError {
+            file: file.clone(),
+            message: format!("cannot configure reading: {e}"),
+        })?;
         let w = writer::Writer::new(conn, file.clone())?;
         Ok((
             Store {
@@ -828,7 +839,24 @@ fn uptime(c: &Connection, target: &str, from: u64, to: u64) -> rusqlite::Result<
 pub(crate) struct Reader<'c> {
     c: &'c Connection,
     id: Option<i64>,
-    blocks: std::collections::HashMap<(Tier, u64), Option<Block>>,
+    /// The blocks read so far (a dozen a row: a list beats hashing).
+    blocks: Vec<((Tier, u64), Option<Entry>)>,
+}
+
+/// A block as read: its bytes, its slots' times, and the whole block once a query needs its
+/// latency.
+struct Entry {
+    bytes: Vec<u8>,
+    times: Vec<(u8, codec::Times)>,
+    full: Option<Block>,
+}
+
+fn malformed() -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(
+        0,
+        "slots (malformed block)".into(),
+        rusqlite::types::Type::Blob,
+    )
 }
 
 impl<'c> Reader<'c> {
@@ -836,36 +864,39 @@ impl<'c> Reader<'c> {
         Ok(Reader {
             c,
             id: target_id(c, target)?,
-            blocks: std::collections::HashMap::new(),
+            blocks: Vec::new(),
         })
     }
 
     /// The block of `tier` starting at `start`, read once.
-    fn block(&mut self, tier: Tier, start: u64) -> rusqlite::Result<Option<&Block>> {
+    fn entry(&mut self, tier: Tier, start: u64) -> rusqlite::Result<Option<&mut Entry>> {
         let Some(id) = self.id else {
             return Ok(None);
         };
-        if !self.blocks.contains_key(&(tier, start)) {
-            let bytes: Option<Vec<u8>> = self
-                .c
-                .prepare_cached(
-                    "SELECT slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start = ?3",
-                )?
-                .query_row((tier as i64, id, start as i64), |r| r.get(0))
-                .optional()?;
-            let block = match bytes {
-                None => None,
-                Some(b) => Some(Block::decode(&b, tier.slot_ms()).ok_or_else(|| {
-                    rusqlite::Error::InvalidColumnType(
-                        0,
-                        "slots (malformed block)".into(),
-                        rusqlite::types::Type::Blob,
-                    )
-                })?),
-            };
-            self.blocks.insert((tier, start), block);
-        }
-        Ok(self.blocks.get(&(tier, start)).and_then(Option::as_ref))
+        let key = (tier, start);
+        let k = match self.blocks.iter().position(|(k, _)| *k == key) {
+            Some(k) => k,
+            None => {
+                let bytes: Option<Vec<u8>> = self
+                    .c
+                    .prepare_cached(
+                        "SELECT slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start = ?3",
+                    )?
+                    .query_row((tier as i64, id, start as i64), |r| r.get(0))
+                    .optional()?;
+                let entry = match bytes {
+                    None => None,
+                    Some(bytes) => Some(Entry {
+                        times: Block::decode_times(&bytes, tier.slot_ms()).ok_or_else(malformed)?,
+                        bytes,
+                        full: None,
+                    }),
+                };
+                self.blocks.push((key, entry));
+                self.blocks.len() - 1
+            }
+        };
+        Ok(self.blocks[k].1.as_mut())
     }
 
     /// Calls `f` with each slot of `tier` that starts in `[from, to)`; whether there were any.
@@ -882,8 +913,11 @@ impl<'c> Reader<'c> {
         }
         let mut b = tier.locate(from).0;
         while b < to {
-            if let Some(block) = self.block(tier, b)? {
-                for (i, s) in &block.0 {
+            if let Some(e) = self.entry(tier, b)? {
+                if e.full.is_none() {
+                    e.full = Some(Block::decode(&e.bytes, tier.slot_ms()).ok_or_else(malformed)?);
+                }
+                for (i, s) in e.full.iter().flat_map(|x| &x.0) {
                     let t = b + u64::from(*i) * tier.slot_ms();
                     if t >= from && t < to {
                         f(s);
@@ -896,35 +930,60 @@ impl<'c> Reader<'c> {
         Ok(any)
     }
 
+    /// Adds the times of the slots of `tier` that start in `[from, to)` to `sum`.
+    fn fold_times(
+        &mut self,
+        tier: Tier,
+        from: u64,
+        to: u64,
+        sum: &mut codec::Times,
+    ) -> rusqlite::Result<()> {
+        if to <= from {
+            return Ok(());
+        }
+        let mut b = tier.locate(from).0;
+        while b < to {
+            if let Some(e) = self.entry(tier, b)? {
+                for (i, t3) in &e.times {
+                    let t = b + u64::from(*i) * tier.slot_ms();
+                    if t >= from && t < to {
+                        for k in 0..3 {
+                            sum[k] += t3[k];
+                        }
+                    }
+                }
+            }
+            b += tier.block_ms();
+        }
+        Ok(())
+    }
+
     /// Uptime in `[from, to)` ms rounded out to whole minutes: whole days from the day tier,
     /// whole hours from the hour tier, the minutes at either end from the minute tier.
     pub(crate) fn uptime(&mut self, from: u64, to: u64) -> rusqlite::Result<Uptime> {
         let (from, to) = (from / 60_000 * 60_000, to.div_ceil(60_000) * 60_000);
-        let (mut up, mut down, mut maintenance) = (0u64, 0u64, 0u64);
+        let mut sum: codec::Times = [0; 3];
         if to > from && self.id.is_some() {
-            let mut add = |s: &Slot| {
-                up += s.up_ms;
-                down += s.down_ms;
-                maintenance += s.maintenance_ms;
-            };
+            let add = &mut sum;
             let h0 = from.div_ceil(3_600_000) * 3_600_000;
             let h1 = to / 3_600_000 * 3_600_000;
             if h0 >= h1 {
-                self.fold(Tier::Minute, from, to, &mut add)?;
+                self.fold_times(Tier::Minute, from, to, add)?;
             } else {
                 let d0 = h0.div_ceil(86_400_000) * 86_400_000;
                 let d1 = h1 / 86_400_000 * 86_400_000;
-                self.fold(Tier::Minute, from, h0, &mut add)?;
+                self.fold_times(Tier::Minute, from, h0, add)?;
                 if d0 >= d1 {
-                    self.fold(Tier::Hour, h0, h1, &mut add)?;
+                    self.fold_times(Tier::Hour, h0, h1, add)?;
                 } else {
-                    self.fold(Tier::Hour, h0, d0, &mut add)?;
-                    self.fold(Tier::Day, d0, d1, &mut add)?;
-                    self.fold(Tier::Hour, d1, h1, &mut add)?;
+                    self.fold_times(Tier::Hour, h0, d0, add)?;
+                    self.fold_times(Tier::Day, d0, d1, add)?;
+                    self.fold_times(Tier::Hour, d1, h1, add)?;
                 }
-                self.fold(Tier::Minute, h1, to, &mut add)?;
+                self.fold_times(Tier::Minute, h1, to, add)?;
             }
         }
+        let [up, down, maintenance] = sum;
         let d = Duration::from_millis;
         Ok(Uptime {
             up: d(up),

@@ -229,6 +229,37 @@ fn decode_slot(b: &[u8], at: &mut usize, len_ms: u64) -> Option<Slot> {
     Some(s)
 }
 
+/// A slot's times in ms: up, down, maintenance (all that uptime sums).
+pub type Times = [u64; 3];
+
+/// Reads one encoded slot's times and steps over the rest of it.
+fn decode_times(b: &[u8], at: &mut usize, len_ms: u64) -> Option<Times> {
+    let tag = *b.get(*at)?;
+    *at += 1;
+    let mut field = |f: u8| -> Option<u64> { if tag & f != 0 { get(b, at) } else { Some(0) } };
+    let successes = field(SUCC)?;
+    field(FAIL)?;
+    let mut up = field(UP)?;
+    let down = field(DOWN)?;
+    let maintenance = field(MAINT)?;
+    field(UNKNOWN)?;
+    if tag & UP_FULL != 0 {
+        up = len_ms;
+    }
+    if tag & LATENCY != 0 {
+        get(b, at)?;
+        if successes != 1 {
+            get(b, at)?;
+            let n = get(b, at)?;
+            for _ in 0..n.min(BUCKETS as u64) {
+                get(b, at)?;
+                get(b, at)?;
+            }
+        }
+    }
+    Some([up, down, maintenance])
+}
+
 /// A block of up to 64 slots of `len_ms` each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Block(pub Vec<(u8, Slot)>);
@@ -251,6 +282,20 @@ impl Block {
             encode_slot(&mut out, s, len_ms);
         }
         out
+    }
+
+    /// Decodes only each slot's times, stepping over latency, without allocating per slot
+    /// (uptime reads nothing else); `None` when it is malformed.
+    pub fn decode_times(b: &[u8], len_ms: u64) -> Option<Vec<(u8, Times)>> {
+        let mut at = 0;
+        let bits = get(b, &mut at)?;
+        let mut out = Vec::with_capacity(bits.count_ones() as usize);
+        for i in 0..64u8 {
+            if bits & (1 << i) != 0 {
+                out.push((i, decode_times(b, &mut at, len_ms)?));
+            }
+        }
+        Some(out)
     }
 
     /// Decodes a block; `None` when it is malformed.
@@ -311,6 +356,11 @@ mod tests {
         b.set(0, one.clone());
         let bytes = b.encode(60_000);
         assert_eq!(Block::decode(&bytes, 60_000).unwrap(), b);
+        let times: Vec<(u8, Times)> =
+            b.0.iter()
+                .map(|(i, s)| (*i, [s.up_ms, s.down_ms, s.maintenance_ms]))
+                .collect();
+        assert_eq!(Block::decode_times(&bytes, 60_000).unwrap(), times);
         let mut quiet = Block::default();
         quiet.set(0, one);
         // Bitmap (1) + tag (1) + successes (1) + max (2: 2,345 units of 10 µs).
