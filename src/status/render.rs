@@ -198,9 +198,7 @@ fn bars(out: &mut String, days: &[DayView], name: &str, defs: bool) {
         let m = (d.maintenance_ratio.clamp(0.0, 1.0) * 28.0).round() as u32;
         let whole = match d.up_ratio {
             None if m == 0 => Some("bar-none"),
-            Some(r) if m == 0 && (r.clamp(0.0, 1.0) * 28.0).round() as u32 == 28 => {
-                Some("bar-up")
-            }
+            Some(r) if m == 0 && (r.clamp(0.0, 1.0) * 28.0).round() as u32 == 28 => Some("bar-up"),
             _ => None,
         };
         match whole {
@@ -272,20 +270,28 @@ fn sparkline(out: &mut String, values: &[f64], name: &str) {
     }
     let max = values.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
     let step = 120.0 / (values.len() - 1) as f64;
-    let points: Vec<String> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, 22.0 - v / max * 20.0))
-        .collect();
     let last = values.last().copied().unwrap_or_default();
     let _ = write!(
         out,
-        "<svg class=\"spark\" viewBox=\"0 0 120 24\" role=\"img\" aria-label=\"{}: response time over 24 h, latest {:.0} ms\"><title>response time, last 24 h (max {:.0} ms)</title><polyline fill=\"none\" stroke=\"var(--maint)\" stroke-width=\"1.5\" points=\"{}\"/></svg>",
+        "<svg class=\"spark\" viewBox=\"0 0 120 24\" role=\"img\" aria-label=\"{}: response time over 24 h, latest {:.0} ms\"><title>response time, last 24 h (max {:.0} ms)</title><polyline fill=\"none\" stroke=\"var(--maint)\" stroke-width=\"1.5\" points=\"",
         esc(name),
         last * 1000.0,
         max * 1000.0,
-        points.join(" ")
     );
+    // Tenths of a pixel, written as integers ("12.3"): a row's points without float formatting.
+    let tenths = |out: &mut String, v: f64| {
+        let t = (v * 10.0).round().max(0.0) as u64;
+        let _ = write!(out, "{}.{}", t / 10, t % 10);
+    };
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        tenths(out, i as f64 * step);
+        out.push(',');
+        tenths(out, 22.0 - v / max * 20.0);
+    }
+    out.push_str("\"/></svg>");
 }
 
 /// The dependency graph: layers by depth (targets depending on nothing at the bottom), each
