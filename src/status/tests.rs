@@ -148,7 +148,10 @@ fn the_banner_names_the_root_cause_and_what_it_affects() {
     }
     // A day all up reuses the page's one bar shape, defined once.
     assert_eq!(html.matches("<rect id=\"bar-up\"").count(), 1);
-    assert_eq!(html.matches("<use href=\"#bar-up\"").count(), 4 * (DAYS - 1));
+    assert_eq!(
+        html.matches("<use href=\"#bar-up\"").count(),
+        4 * (DAYS - 1)
+    );
     assert!(
         html.contains("14:02 UTC, 12 min: connect: refused"),
         "{html}"
