@@ -400,6 +400,15 @@ impl Store {
             file: file.clone(),
             message: format!("cannot configure reading: {e}"),
         })?;
+        // Reads map the file instead of copying each 16 KiB page out of the OS cache (pread
+        // was the largest cost of a page at 1,000 targets, 11%). The mapped pages a page touches
+        // count in lookout's RSS as file pages the kernel can drop. The writer never shrinks the
+        // file (no VACUUM, no auto_vacuum), which is what makes a mapping unsafe.
+        read.pragma_update(None, "mmap_size", 1i64 << 32)
+            .map_err(|e| HistoryError {
+                file: file.clone(),
+                message: format!("cannot configure reading: {e}"),
+            })?;
         let w = writer::Writer::new(conn, file.clone())?;
         Ok((
             Store {
