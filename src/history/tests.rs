@@ -121,6 +121,17 @@ fn rollups_are_time_weighted_across_a_day_boundary_maintenance_and_a_restart() {
     assert_eq!(days[1].up_ratio, Some(130.0 / 160.0));
     assert_eq!(days[1].incidents, 1);
     assert!((days[1].maintenance_ratio - 20.0 / 86_400.0).abs() < 1e-12);
+    // A status page row's summary reads the same, in one go.
+    let windows = [Duration::from_secs(360), Duration::from_secs(2 * 86_400)];
+    let sum = store.summary("web", &windows, 2, 10, t(s(420))).unwrap();
+    assert_eq!(sum.days, days);
+    for (w, u) in windows.iter().zip(&sum.uptime) {
+        assert_eq!(*u, store.uptime("web", t(s(420)) - *w, t(s(420))).unwrap());
+    }
+    assert_eq!(sum.incidents, store.incidents("web", 10).unwrap());
+    // Hourly latency: the hour under way from its minutes (10, 20 and 30 ms probes).
+    assert_eq!(sum.hourly.len(), 2);
+    assert_eq!(sum.hourly[1].max, Duration::from_millis(30));
     let day_slots = slots(
         &store.read.lock().unwrap(),
         Tier::Day,
