@@ -377,7 +377,27 @@ fn check_existing(file: &Path) -> Result<(), String> {
 pub struct Store {
     file: PathBuf,
     read: Mutex<Connection>,
+    finals: Mutex<Finals>,
 }
+
+/// The times of rollup blocks that can no longer change (every slot of the block ended before
+/// the roll-up watermark), kept across snapshots: a status page reads the same closed days and
+/// hours of every target on every render. Emptied when the watermark's UTC day changes (the
+/// minute tier's entries when its hour does), so it holds about one day's worth of what pages
+/// asked for: about 5 KiB a target of a page (its closed day and hour blocks, two minute blocks).
+#[derive(Debug, Default)]
+struct Finals {
+    /// The watermark's day and hour (ms) the entries were taken under.
+    day: u64,
+    hour: u64,
+    map: std::collections::HashMap<(Tier, i64, u64), Option<FinalTimes>>,
+}
+
+/// A final block's slots' times (up, down, maintenance ms; a slot is at most a day, so u32).
+type FinalTimes = std::sync::Arc<[(u8, [u32; 3])]>;
+
+/// More entries than this (about 20 per target of the pages read) and the cache starts over.
+const FINALS_MAX: usize = 400_000;
 
 impl Store {
     /// Opens the store in `dir` (see `open_file`), returning it and the connection its writer
@@ -417,6 +437,7 @@ impl Store {
             Store {
                 file,
                 read: Mutex::new(read),
+                finals: Mutex::new(Finals::default()),
             },
             w,
         ))
@@ -435,9 +456,33 @@ impl Store {
             file: self.file.clone(),
             message: format!("cannot begin reading: {e}"),
         })?;
+        // The roll-up watermark as this snapshot sees it: blocks that ended before it are final.
+        let rolled = conn
+            .query_row("SELECT value FROM meta WHERE key = 'rolled'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map_err(|e| HistoryError {
+                file: self.file.clone(),
+                message: format!("query failed: {e}"),
+            })?
+            .unwrap_or(0)
+            .max(0) as u64;
+        {
+            let mut f = self.finals.lock().unwrap_or_else(|e| e.into_inner());
+            let (day, hour) = (rolled / 86_400_000, rolled / 3_600_000);
+            if f.day != day || f.map.len() > FINALS_MAX {
+                f.map.clear();
+            } else if f.hour != hour {
+                f.map.retain(|k, _| k.0 != Tier::Minute);
+            }
+            (f.day, f.hour) = (day, hour);
+        }
         Ok(Snapshot {
             file: &self.file,
             conn,
+            finals: &self.finals,
+            rolled,
         })
     }
 
@@ -513,6 +558,8 @@ impl Store {
 pub struct Snapshot<'a> {
     file: &'a Path,
     conn: std::sync::MutexGuard<'a, Connection>,
+    finals: &'a Mutex<Finals>,
+    rolled: u64,
 }
 
 impl Drop for Snapshot<'_> {
@@ -570,6 +617,7 @@ impl Snapshot<'_> {
             if r.id.is_none() {
                 return Ok(Summary::default());
             }
+            r.finals = Some((self.finals, self.rolled));
             let incidents = incidents(c, target, n_incidents)?;
             // The day blocks under the bars and the windows' whole days, and the hour blocks of
             // yesterday and today, in two range queries instead of about six point reads.
@@ -580,7 +628,12 @@ impl Snapshot<'_> {
                 .max()
                 .unwrap_or(0)
                 .max(n_days as u64 * 86_400_000);
-            r.prefetch(Tier::Day, now.saturating_sub(oldest), today + 1)?;
+            // Final day blocks come from `Finals`; the range reads the rest.
+            r.prefetch(
+                Tier::Day,
+                now.saturating_sub(oldest).max(self.rolled),
+                today + 1,
+            )?;
             r.prefetch(Tier::Hour, today.saturating_sub(86_400_000), today + 1)?;
             let mut uptime = Vec::with_capacity(windows.len());
             for w in windows {
@@ -864,6 +917,9 @@ pub(crate) struct Reader<'c> {
     id: Option<i64>,
     /// The blocks read so far (a dozen a row: a list beats hashing).
     blocks: Vec<((Tier, u64), Option<Entry>)>,
+    /// The store's cache of final blocks and the snapshot's watermark, when uptime may use
+    /// them.
+    finals: Option<(&'c Mutex<Finals>, u64)>,
 }
 
 /// A block as read: its bytes, its slots' times, and the whole block once a query needs its
@@ -888,6 +944,7 @@ impl<'c> Reader<'c> {
             c,
             id: target_id(c, target)?,
             blocks: Vec::new(),
+            finals: None,
         })
     }
 
@@ -1005,12 +1062,29 @@ impl<'c> Reader<'c> {
         }
         let mut b = tier.locate(from).0;
         while b < to {
-            if let Some(e) = self.entry(tier, b)? {
-                for (i, t3) in &e.times {
-                    let t = b + u64::from(*i) * tier.slot_ms();
-                    if t >= from && t < to {
-                        for k in 0..3 {
-                            sum[k] += t3[k];
+            let in_range = |i: u8| {
+                let t = b + u64::from(i) * tier.slot_ms();
+                t >= from && t < to
+            };
+            match self.final_times(tier, b)? {
+                Some(Some(times)) => {
+                    for (i, t3) in times.iter() {
+                        if in_range(*i) {
+                            for k in 0..3 {
+                                sum[k] += u64::from(t3[k]);
+                            }
+                        }
+                    }
+                }
+                Some(None) => {}
+                None => {
+                    if let Some(e) = self.entry(tier, b)? {
+                        for (i, t3) in &e.times {
+                            if in_range(*i) {
+                                for k in 0..3 {
+                                    sum[k] += t3[k];
+                                }
+                            }
                         }
                     }
                 }
@@ -1018,6 +1092,43 @@ impl<'c> Reader<'c> {
             b += tier.block_ms();
         }
         Ok(())
+    }
+
+    /// The times of the block of `tier` at `start` from the store's cache of final blocks,
+    /// read and kept there on a miss: `None` when there is no cache or the block may still
+    /// change, `Some(None)` when the block does not exist.
+    fn final_times(
+        &mut self,
+        tier: Tier,
+        start: u64,
+    ) -> rusqlite::Result<Option<Option<FinalTimes>>> {
+        let (Some((finals, rolled)), Some(id)) = (self.finals, self.id) else {
+            return Ok(None);
+        };
+        if start + tier.block_ms() > rolled {
+            return Ok(None);
+        }
+        let key = (tier, id, start);
+        if let Some(v) = finals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .get(&key)
+        {
+            return Ok(Some(v.clone()));
+        }
+        let times: Option<FinalTimes> = self.entry(tier, start)?.map(|e| {
+            e.times
+                .iter()
+                .map(|(i, t)| (*i, t.map(|v| u32::try_from(v).unwrap_or(u32::MAX))))
+                .collect()
+        });
+        finals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .insert(key, times.clone());
+        Ok(Some(times))
     }
 
     /// Uptime in `[from, to)` ms rounded out to whole minutes: whole days from the day tier,

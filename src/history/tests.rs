@@ -129,6 +129,12 @@ fn rollups_are_time_weighted_across_a_day_boundary_maintenance_and_a_restart() {
         assert_eq!(*u, store.uptime("web", t(s(420)) - *w, t(s(420))).unwrap());
     }
     assert_eq!(sum.incidents, store.incidents("web", 10).unwrap());
+    // Again, with the final blocks (the closed day's) from the store's cache.
+    assert!(!store.finals.lock().unwrap().map.is_empty());
+    assert_eq!(
+        store.summary("web", &windows, 2, 10, t(s(420))).unwrap(),
+        sum
+    );
     // Hourly latency: the hour under way from its minutes (10, 20 and 30 ms probes).
     assert_eq!(sum.hourly.len(), 2);
     assert_eq!(sum.hourly[1].max, Duration::from_millis(30));
