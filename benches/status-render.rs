@@ -10,7 +10,8 @@
 //! objective on every third, one target down and its dependents blocked.
 //! Each render is what `GET /status` runs on its blocking thread: `status::render_page` (the
 //! model from the live views and `StoreHistory`, then the HTML), timed from the call to the
-//! finished string. The first render (a cold SQLite page cache) is reported apart.
+//! finished string. The first render (a cold SQLite page cache, and the store's cache of final
+//! blocks empty, as after the UTC day changes) is reported apart.
 //!
 //! Run: `cargo bench --bench status-render [-- 1000|10000]`
 
@@ -207,6 +208,13 @@ fn build_store(n: usize, t: &Templates, now: u64) -> tempfile::TempDir {
                 b += Tier::Day.block_ms();
             }
         }
+        // The writer's watermarks, as a running lookout leaves them: minutes rolled up to the
+        // one under way, the last flush now.
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('rolled', ?1), ('alive', ?2)",
+            ((now / MINUTE * MINUTE) as i64, now as i64),
+        )
+        .unwrap();
         let mut ins = tx
             .prepare(
                 "INSERT INTO incidents (target, start, end, state, kind, reason, root_causes)
