@@ -920,6 +920,9 @@ pub(crate) struct Reader<'c> {
     /// The store's cache of final blocks and the snapshot's watermark, when uptime may use
     /// them.
     finals: Option<(&'c Mutex<Finals>, u64)>,
+    /// The final blocks this reader took from `finals` (the 90 day bars ask for the same four
+    /// ninety times: once each from the store's lock and hash map).
+    seen: Vec<((Tier, u64), Option<FinalTimes>)>,
 }
 
 /// A block as read: its bytes, its slots' times, and the whole block once a query needs its
@@ -945,6 +948,7 @@ impl<'c> Reader<'c> {
             id: target_id(c, target)?,
             blocks: Vec::new(),
             finals: None,
+            seen: Vec::new(),
         })
     }
 
@@ -1108,6 +1112,9 @@ impl<'c> Reader<'c> {
         if start + tier.block_ms() > rolled {
             return Ok(None);
         }
+        if let Some((_, v)) = self.seen.iter().find(|(k, _)| *k == (tier, start)) {
+            return Ok(Some(v.clone()));
+        }
         let key = (tier, id, start);
         if let Some(v) = finals
             .lock()
@@ -1115,7 +1122,9 @@ impl<'c> Reader<'c> {
             .map
             .get(&key)
         {
-            return Ok(Some(v.clone()));
+            let v = v.clone();
+            self.seen.push(((tier, start), v.clone()));
+            return Ok(Some(v));
         }
         let times: Option<FinalTimes> = self.entry(tier, start)?.map(|e| {
             e.times
@@ -1128,6 +1137,7 @@ impl<'c> Reader<'c> {
             .unwrap_or_else(|e| e.into_inner())
             .map
             .insert(key, times.clone());
+        self.seen.push(((tier, start), times.clone()));
         Ok(Some(times))
     }
 
