@@ -2,9 +2,9 @@
 //!
 //! `size`: one day of results for 50 targets at a 60 s and a 5 s interval through the real
 //! writer (one flush per minute), then the day's real encoded rollup blocks copied into a fresh
-//! store as a year at default retention holds them (14 days of minute blocks, 90 of hour blocks,
-//! 400 days of day blocks), and its file size divided by the targets: bytes per target-year
-//! outside the raw window.
+//! store as a year at default retention holds them (7 days of minute blocks, 90 of hour blocks,
+//! 400 days of day blocks: the days of `Settings::default().retention`), and its file size
+//! divided by the targets: bytes per target-year outside the raw window.
 //! `writes`: 10k and 100k targets at a 60 s interval, one flush per simulated second, over three
 //! minutes that cross an hour (so a minute close and an hour roll-up are in it), after a warm-up
 //! minute; disk writes from /proc/self/io `write_bytes` per simulated second, and the wall time
@@ -122,25 +122,27 @@ fn size(interval_ms: u64) {
     let out = tempfile::tempdir().unwrap();
     drop(open(out.path()));
     let mut dst = rusqlite::Connection::open(out.path().join("history.sqlite")).unwrap();
+    let days = |r: Duration| (r.as_secs() / 86_400) as i64;
+    let keep = settings.retention;
     let tx = dst.transaction().unwrap();
     {
         let mut ins = tx
             .prepare("INSERT OR REPLACE INTO rollup (tier, target, start, slots) VALUES (?1, ?2, ?3, ?4)")
             .unwrap();
         let d = day as i64;
-        for k in 0..14 {
+        for k in 0..days(keep.minute) {
             for b in &minute {
                 ins.execute((0, b.1, b.2 + k * d, &b.3)).unwrap();
             }
         }
-        for k in 0..90 {
+        for k in 0..days(keep.hour) {
             for b in &hour {
                 ins.execute((1, b.1, b.2 + k * d, &b.3)).unwrap();
             }
         }
         // A day block holds 32 days; the day's block stands for each of them (full blocks: an
         // upper bound).
-        for k in 0..((400 + 31) / 32) {
+        for k in 0..(days(keep.day) + 31) / 32 {
             for b in &daily {
                 ins.execute((2, b.1, b.2 + k * 32 * d, &b.3)).unwrap();
             }
@@ -169,7 +171,7 @@ fn size(interval_ms: u64) {
         daily.first().map(|b| b.3.len()).unwrap_or(0),
         bytes as f64 / targets as f64 / 1024.0,
         bytes / 1024,
-        (full_day_block as f64 * 13.0 - avg(&daily) * 13.0) / 1024.0,
+        (full_day_block as f64 - avg(&daily)) * ((days(keep.day) + 31) / 32) as f64 / 1024.0,
     );
 }
 

@@ -39,8 +39,9 @@ use crate::health::State;
 pub const FILE_NAME: &str = "history.sqlite";
 /// SQLite `application_id` of lookout's history ("lkht").
 pub const APPLICATION_ID: i32 = 0x6c6b_6874;
-/// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+/// The schema version this build writes and reads (2: latency in 10 µs units; 1 kept µs). A file
+/// of any other version is refused, not converted.
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Why the store cannot be opened or read.
 #[derive(Debug)]
@@ -60,7 +61,7 @@ impl std::fmt::Display for HistoryError {
 impl std::error::Error for HistoryError {}
 
 /// A rollup tier: the period of one slot and of one block (a row) of slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {
     /// Minutes, in blocks of an hour.
     Minute = 0,
@@ -275,9 +276,9 @@ pub(crate) fn open_file(dir: &Path) -> Result<(PathBuf, Connection), HistoryErro
             // upgrade may sit there, not yet checkpointed into the file).
             let app: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
             let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            if app != APPLICATION_ID || version > SCHEMA_VERSION {
+            if app != APPLICATION_ID || version != SCHEMA_VERSION {
                 return Ok(Some(format!(
-                    "written by a newer lookout or another program (application_id {app:#x}, schema version {version}); refusing to touch it"
+                    "written by another lookout version or another program (application_id {app:#x}, schema version {version}, this build reads version {SCHEMA_VERSION}); refusing to touch it"
                 )));
             }
         } else {
@@ -296,6 +297,9 @@ pub(crate) fn open_file(dir: &Path) -> Result<(PathBuf, Connection), HistoryErro
         // and a crash at any point leaves the last committed transaction.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // 64 MiB of page cache for the writer (SQLite's default is 2 MiB): each minute's close
+        // reads and rewrites a block per target, and an hour's roll-up one more.
+        conn.pragma_update(None, "cache_size", -65_536)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         Ok(None)
     };
@@ -333,6 +337,11 @@ fn check_existing(file: &Path) -> Result<(), String> {
             "schema version {version} is not one lookout wrote; refusing to touch it"
         ));
     }
+    if version < SCHEMA_VERSION {
+        return Err(format!(
+            "written by an older lookout (schema version {version}, this build reads version {SCHEMA_VERSION} and does not convert); refusing to touch it: move it away or point --storage.path elsewhere"
+        ));
+    }
     // Read-only and immutable (no locks, no WAL or shared-memory files created), so even a
     // damaged file is not changed by the check. A WAL left by a crash is not read here; the
     // main file is consistent at its last checkpoint, and the writer's connection replays it.
@@ -368,7 +377,27 @@ fn check_existing(file: &Path) -> Result<(), String> {
 pub struct Store {
     file: PathBuf,
     read: Mutex<Connection>,
+    finals: Mutex<Finals>,
 }
+
+/// The times of rollup blocks that can no longer change (every slot of the block ended before
+/// the roll-up watermark), kept across snapshots: a status page reads the same closed days and
+/// hours of every target on every render. Emptied when the watermark's UTC day changes (the
+/// minute tier's entries when its hour does), so it holds about one day's worth of what pages
+/// asked for: about 5 KiB a target of a page (its closed day and hour blocks, two minute blocks).
+#[derive(Debug, Default)]
+struct Finals {
+    /// The watermark's day and hour (ms) the entries were taken under.
+    day: u64,
+    hour: u64,
+    map: std::collections::HashMap<(Tier, i64, u64), Option<FinalTimes>>,
+}
+
+/// A final block's slots' times (up, down, maintenance ms; a slot is at most a day, so u32).
+type FinalTimes = std::sync::Arc<[(u8, [u32; 3])]>;
+
+/// More entries than this (about 20 per target of the pages read) and the cache starts over.
+const FINALS_MAX: usize = 400_000;
 
 impl Store {
     /// Opens the store in `dir` (see `open_file`), returning it and the connection its writer
@@ -383,11 +412,32 @@ impl Store {
             file: file.clone(),
             message: format!("cannot open for reading: {e}"),
         })?;
+        // The query planner's stability guarantee: plans never depend on bound values, so a
+        // cached statement is not prepared again whenever a value the planner looked at (the
+        // incidents' `LIMIT ?`) is bound anew, as it was once a row of every page (9% of it).
+        read.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(|e| HistoryError {
+            file: file.clone(),
+            message: format!("cannot configure reading: {e}"),
+        })?;
+        // Reads map the file instead of copying each 16 KiB page out of the OS cache (pread
+        // was the largest cost of a page at 1,000 targets, 11%). The mapped pages a page touches
+        // count in lookout's RSS as file pages the kernel can drop. The writer never shrinks the
+        // file (no VACUUM, no auto_vacuum), which is what makes a mapping unsafe.
+        read.pragma_update(None, "mmap_size", 1i64 << 32)
+            .map_err(|e| HistoryError {
+                file: file.clone(),
+                message: format!("cannot configure reading: {e}"),
+            })?;
         let w = writer::Writer::new(conn, file.clone())?;
         Ok((
             Store {
                 file,
                 read: Mutex::new(read),
+                finals: Mutex::new(Finals::default()),
             },
             w,
         ))
@@ -398,13 +448,134 @@ impl Store {
         &self.file
     }
 
+    /// A consistent view for a run of queries (see `Snapshot`).
+    pub fn snapshot(&self) -> Result<Snapshot<'_>, HistoryError> {
+        let conn = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        // Deferred: the read transaction starts at the first query.
+        conn.execute_batch("BEGIN").map_err(|e| HistoryError {
+            file: self.file.clone(),
+            message: format!("cannot begin reading: {e}"),
+        })?;
+        // The roll-up watermark as this snapshot sees it: blocks that ended before it are final.
+        let rolled = conn
+            .query_row("SELECT value FROM meta WHERE key = 'rolled'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map_err(|e| HistoryError {
+                file: self.file.clone(),
+                message: format!("query failed: {e}"),
+            })?
+            .unwrap_or(0)
+            .max(0) as u64;
+        {
+            let mut f = self.finals.lock().unwrap_or_else(|e| e.into_inner());
+            let (day, hour) = (rolled / 86_400_000, rolled / 3_600_000);
+            if f.day != day || f.map.len() > FINALS_MAX {
+                f.map.clear();
+            } else if f.hour != hour {
+                f.map.retain(|k, _| k.0 != Tier::Minute);
+            }
+            (f.day, f.hour) = (day, hour);
+        }
+        Ok(Snapshot {
+            file: &self.file,
+            conn,
+            finals: &self.finals,
+            rolled,
+        })
+    }
+
+    /// `Snapshot::uptime` in a snapshot of its own.
+    pub fn uptime(
+        &self,
+        target: &str,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Uptime, HistoryError> {
+        self.snapshot()?.uptime(target, from, to)
+    }
+
+    /// `Snapshot::days` in a snapshot of its own.
+    pub fn days(&self, target: &str, n: usize, now: SystemTime) -> Result<Vec<Day>, HistoryError> {
+        self.snapshot()?.days(target, n, now)
+    }
+
+    /// `Snapshot::summary` in a snapshot of its own.
+    pub fn summary(
+        &self,
+        target: &str,
+        windows: &[Duration],
+        n_days: usize,
+        n_incidents: usize,
+        now: SystemTime,
+    ) -> Result<Summary, HistoryError> {
+        self.snapshot()?
+            .summary(target, windows, n_days, n_incidents, now)
+    }
+
+    /// `Snapshot::latency` in a snapshot of its own.
+    pub fn latency(
+        &self,
+        target: &str,
+        from: SystemTime,
+        to: SystemTime,
+        step: Duration,
+    ) -> Result<Vec<Point>, HistoryError> {
+        self.snapshot()?.latency(target, from, to, step)
+    }
+
+    /// `Snapshot::incidents` in a snapshot of its own.
+    pub fn incidents(&self, target: &str, limit: usize) -> Result<Vec<Incident>, HistoryError> {
+        self.snapshot()?.incidents(target, limit)
+    }
+
+    /// `Snapshot::state_changes` in a snapshot of its own.
+    pub fn state_changes(
+        &self,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<StateChange>, HistoryError> {
+        self.snapshot()?.state_changes(target, limit)
+    }
+
+    /// `Snapshot::slo` in a snapshot of its own.
+    pub fn slo(
+        &self,
+        target: &str,
+        objective: f64,
+        window: Duration,
+        now: SystemTime,
+    ) -> Result<SloStatus, HistoryError> {
+        self.snapshot()?.slo(target, objective, window, now)
+    }
+}
+
+/// A consistent view of the store for a run of queries, such as one page: a single read
+/// transaction, so SQLite takes its shared lock and reads the WAL index once instead of once a
+/// query, and every query sees the same flush. Holds the store's read connection until dropped.
+#[derive(Debug)]
+pub struct Snapshot<'a> {
+    file: &'a Path,
+    conn: std::sync::MutexGuard<'a, Connection>,
+    finals: &'a Mutex<Finals>,
+    rolled: u64,
+}
+
+impl Drop for Snapshot<'_> {
+    fn drop(&mut self) {
+        // A read transaction: nothing to keep or lose; this only releases the snapshot.
+        let _ = self.conn.execute_batch("COMMIT");
+    }
+}
+
+impl Snapshot<'_> {
     fn with<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, HistoryError> {
-        let conn = self.read.lock().unwrap_or_else(|e| e.into_inner());
-        f(&conn).map_err(|e| HistoryError {
-            file: self.file.clone(),
+        f(&self.conn).map_err(|e| HistoryError {
+            file: self.file.to_owned(),
             message: format!("query failed: {e}"),
         })
     }
@@ -423,31 +594,76 @@ impl Store {
     /// The last `n` UTC days of `target`, oldest first, today (so far) last.
     pub fn days(&self, target: &str, n: usize, now: SystemTime) -> Result<Vec<Day>, HistoryError> {
         self.with(|c| {
-            let now = ms(now);
-            let today = now / 86_400_000 * 86_400_000;
-            let mut out = Vec::with_capacity(n);
             let incidents = incidents(c, target, 10_000)?;
-            for k in (0..n as u64).rev() {
-                let Some(start) = today.checked_sub(k * 86_400_000) else {
+            days(&mut Reader::new(c, target)?, &incidents, n, ms(now))
+        })
+    }
+
+    /// What a status page row shows of `target` at `now`, read in one go (each rollup block
+    /// once): uptime over each of `windows` ending now, the last `n_days` days, latency per hour
+    /// over the last 24 hours (the hour under way from its minutes), and the newest
+    /// `n_incidents` incidents.
+    pub fn summary(
+        &self,
+        target: &str,
+        windows: &[Duration],
+        n_days: usize,
+        n_incidents: usize,
+        now: SystemTime,
+    ) -> Result<Summary, HistoryError> {
+        self.with(|c| {
+            let now = ms(now);
+            let mut r = Reader::new(c, target)?;
+            if r.id.is_none() {
+                return Ok(Summary::default());
+            }
+            r.finals = Some((self.finals, self.rolled));
+            let incidents = incidents(c, target, n_incidents)?;
+            // The day blocks under the bars and the windows' whole days, and the hour blocks of
+            // yesterday and today, in two range queries instead of about six point reads.
+            let today = now / 86_400_000 * 86_400_000;
+            let oldest = windows
+                .iter()
+                .map(|w| w.as_millis() as u64)
+                .max()
+                .unwrap_or(0)
+                .max(n_days as u64 * 86_400_000);
+            // Final day blocks come from `Finals`; the range reads the rest.
+            r.prefetch(
+                Tier::Day,
+                now.saturating_sub(oldest).max(self.rolled),
+                today + 1,
+            )?;
+            r.prefetch(Tier::Hour, today.saturating_sub(86_400_000), today + 1)?;
+            let mut uptime = Vec::with_capacity(windows.len());
+            for w in windows {
+                uptime.push(r.uptime(now.saturating_sub(w.as_millis() as u64), now)?);
+            }
+            let days = days(&mut r, &incidents, n_days, now)?;
+            let this_hour = now / 3_600_000 * 3_600_000;
+            let mut hourly = Vec::with_capacity(25);
+            for k in (0..24u64).rev() {
+                let Some(h) = this_hour.checked_sub(k * 3_600_000) else {
                     continue;
                 };
-                // Today ends now: its closed hours are in the hour tier, not yet in the day tier.
-                let end = (start + 86_400_000).min(now.max(start));
-                let u = uptime(c, target, start, end)?;
-                let s = at(start as i64);
-                out.push(Day {
-                    start: s,
-                    up_ratio: u.ratio(),
-                    maintenance_ratio: u.maintenance.as_secs_f64() / 86_400.0,
-                    incidents: incidents
-                        .iter()
-                        .filter(|i| {
-                            i.start < at((start + 86_400_000) as i64) && i.end.is_none_or(|x| x > s)
-                        })
-                        .count() as u32,
-                });
+                let mut slot = Slot::default();
+                // An hour is in the hour tier once rolled up; until then, and for the hour
+                // under way, its minutes.
+                if !r.fold(Tier::Hour, h, h + 3_600_000, &mut |s| slot.merge(s))? {
+                    r.fold(Tier::Minute, h, (h + 3_600_000).min(now), &mut |s| {
+                        slot.merge(s)
+                    })?;
+                }
+                if let Some(p) = point(h, &slot) {
+                    hourly.push(p);
+                }
             }
-            Ok(out)
+            Ok(Summary {
+                uptime,
+                days,
+                hourly,
+                incidents,
+            })
         })
     }
 
@@ -480,23 +696,7 @@ impl Store {
             }
             Ok(points
                 .into_iter()
-                .filter(|(_, s)| !s.sketch.0.is_empty())
-                .map(|(k, s)| {
-                    let us = |q: f64| {
-                        Duration::from_micros(
-                            s.sketch
-                                .quantile(q)
-                                .unwrap_or(0.0)
-                                .min(s.latency_max_us as f64) as u64,
-                        )
-                    };
-                    Point {
-                        at: at(k as i64),
-                        p50: us(0.5),
-                        p95: us(0.95),
-                        max: Duration::from_micros(s.latency_max_us),
-                    }
-                })
+                .filter_map(|(k, s)| point(k, &s))
                 .collect())
         })
     }
@@ -552,14 +752,73 @@ pub(crate) fn slo(
     now: SystemTime,
 ) -> rusqlite::Result<SloStatus> {
     let now = ms(now);
-    let w = uptime(
-        c,
-        target,
-        now.saturating_sub(window.as_millis() as u64),
-        now,
-    )?;
-    let h = uptime(c, target, now.saturating_sub(3_600_000), now)?;
+    let mut r = Reader::new(c, target)?;
+    let w = r.uptime(now.saturating_sub(window.as_millis() as u64), now)?;
+    let h = r.uptime(now.saturating_sub(3_600_000), now)?;
     Ok(slo_status(objective, &w, &h))
+}
+
+/// What `Store::summary` reads for a status page row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Uptime per window asked for.
+    pub uptime: Vec<Uptime>,
+    /// The days asked for, oldest first.
+    pub days: Vec<Day>,
+    /// Latency per hour of the last 24 hours with probes, oldest first.
+    pub hourly: Vec<Point>,
+    /// The newest incidents, newest first.
+    pub incidents: Vec<Incident>,
+}
+
+/// The latency point of `slot` at `at_ms`; `None` without successful probes.
+fn point(at_ms: u64, s: &Slot) -> Option<Point> {
+    let us = |q: f64| {
+        Duration::from_micros(
+            s.sketch
+                .quantile(q)
+                .unwrap_or(0.0)
+                .min(s.latency_max_us as f64) as u64,
+        )
+    };
+    (!s.sketch.0.is_empty()).then(|| Point {
+        at: at(at_ms as i64),
+        p50: us(0.5),
+        p95: us(0.95),
+        max: Duration::from_micros(s.latency_max_us),
+    })
+}
+
+/// The last `n` UTC days before `now` ms through `r`, with the incidents that overlap each.
+fn days(
+    r: &mut Reader<'_>,
+    incidents: &[Incident],
+    n: usize,
+    now: u64,
+) -> rusqlite::Result<Vec<Day>> {
+    let today = now / 86_400_000 * 86_400_000;
+    let mut out = Vec::with_capacity(n);
+    for k in (0..n as u64).rev() {
+        let Some(start) = today.checked_sub(k * 86_400_000) else {
+            continue;
+        };
+        // Today ends now: its closed hours are in the hour tier, not yet in the day tier.
+        let end = (start + 86_400_000).min(now.max(start));
+        let u = r.uptime(start, end)?;
+        let s = at(start as i64);
+        out.push(Day {
+            start: s,
+            up_ratio: u.ratio(),
+            maintenance_ratio: u.maintenance.as_secs_f64() / 86_400.0,
+            incidents: incidents
+                .iter()
+                .filter(|i| {
+                    i.start < at((start + 86_400_000) as i64) && i.end.is_none_or(|x| x > s)
+                })
+                .count() as u32,
+        });
+    }
+    Ok(out)
 }
 
 pub(crate) fn split_names(s: &str) -> Vec<String> {
@@ -647,41 +906,273 @@ pub(crate) fn slots_by_id(
 /// Uptime of `target` in `[from, to)` ms: whole days from day rollups, whole hours from hour
 /// rollups, the minutes at either end from minute rollups.
 fn uptime(c: &Connection, target: &str, from: u64, to: u64) -> rusqlite::Result<Uptime> {
-    let (from, to) = (from / 60_000 * 60_000, to.div_ceil(60_000) * 60_000);
-    let mut total = Slot::default();
-    if to > from
-        && let Some(id) = target_id(c, target)?
-    {
-        let mut add = |tier: Tier, a: u64, b: u64| -> rusqlite::Result<()> {
-            for (_, s) in slots_by_id(c, tier, id, a, b)? {
-                total.merge(&s);
-            }
-            Ok(())
-        };
-        let h0 = from.div_ceil(3_600_000) * 3_600_000;
-        let h1 = to / 3_600_000 * 3_600_000;
-        if h0 >= h1 {
-            add(Tier::Minute, from, to)?;
-        } else {
-            let d0 = h0.div_ceil(86_400_000) * 86_400_000;
-            let d1 = h1 / 86_400_000 * 86_400_000;
-            add(Tier::Minute, from, h0)?;
-            if d0 >= d1 {
-                add(Tier::Hour, h0, h1)?;
-            } else {
-                add(Tier::Hour, h0, d0)?;
-                add(Tier::Day, d0, d1)?;
-                add(Tier::Hour, d1, h1)?;
-            }
-            add(Tier::Minute, h1, to)?;
-        }
+    Reader::new(c, target)?.uptime(from, to)
+}
+
+/// One target's rollups as one query answers them: each block is read and decoded at most once
+/// (the 90 day bars of a row need 4 day blocks, not 90 range queries), so a page's row costs a
+/// dozen point reads.
+pub(crate) struct Reader<'c> {
+    c: &'c Connection,
+    id: Option<i64>,
+    /// The blocks read so far (a dozen a row: a list beats hashing).
+    blocks: Vec<((Tier, u64), Option<Entry>)>,
+    /// The store's cache of final blocks and the snapshot's watermark, when uptime may use
+    /// them.
+    finals: Option<(&'c Mutex<Finals>, u64)>,
+    /// The final blocks this reader took from `finals` (the 90 day bars ask for the same four
+    /// ninety times: once each from the store's lock and hash map).
+    seen: Vec<((Tier, u64), Option<FinalTimes>)>,
+}
+
+/// A block as read: its bytes, its slots' times, and the whole block once a query needs its
+/// latency.
+struct Entry {
+    bytes: Vec<u8>,
+    times: Vec<(u8, codec::Times)>,
+    full: Option<Block>,
+}
+
+fn malformed() -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(
+        0,
+        "slots (malformed block)".into(),
+        rusqlite::types::Type::Blob,
+    )
+}
+
+impl<'c> Reader<'c> {
+    pub(crate) fn new(c: &'c Connection, target: &str) -> rusqlite::Result<Reader<'c>> {
+        Ok(Reader {
+            c,
+            id: target_id(c, target)?,
+            blocks: Vec::new(),
+            finals: None,
+            seen: Vec::new(),
+        })
     }
-    let d = Duration::from_millis;
-    let known = total.up_ms + total.down_ms + total.maintenance_ms;
-    Ok(Uptime {
-        up: d(total.up_ms),
-        down: d(total.down_ms),
-        maintenance: d(total.maintenance_ms),
-        unknown: d((to.saturating_sub(from)).saturating_sub(known)),
-    })
+
+    /// The block of `tier` starting at `start`, read once.
+    fn entry(&mut self, tier: Tier, start: u64) -> rusqlite::Result<Option<&mut Entry>> {
+        let Some(id) = self.id else {
+            return Ok(None);
+        };
+        let key = (tier, start);
+        let k = match self.blocks.iter().position(|(k, _)| *k == key) {
+            Some(k) => k,
+            None => {
+                let bytes: Option<Vec<u8>> = self
+                    .c
+                    .prepare_cached(
+                        "SELECT slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start = ?3",
+                    )?
+                    .query_row((tier as i64, id, start as i64), |r| r.get(0))
+                    .optional()?;
+                let entry = match bytes {
+                    None => None,
+                    Some(bytes) => Some(Entry {
+                        times: Block::decode_times(&bytes, tier.slot_ms()).ok_or_else(malformed)?,
+                        bytes,
+                        full: None,
+                    }),
+                };
+                self.blocks.push((key, entry));
+                self.blocks.len() - 1
+            }
+        };
+        Ok(self.blocks[k].1.as_mut())
+    }
+
+    /// Reads every block of `tier` that starts in `[from, to)` (the block holding `from`
+    /// included) in one range query, so later folds find them (or their absence) read.
+    fn prefetch(&mut self, tier: Tier, from: u64, to: u64) -> rusqlite::Result<()> {
+        let Some(id) = self.id else {
+            return Ok(());
+        };
+        let from = tier.locate(from).0;
+        let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
+        {
+            let mut st = self.c.prepare_cached(
+                "SELECT start, slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start >= ?3 AND start < ?4",
+            )?;
+            let mut rows = st.query((tier as i64, id, from as i64, to as i64))?;
+            while let Some(r) = rows.next()? {
+                found.push((r.get::<_, i64>(0)? as u64, r.get(1)?));
+            }
+        }
+        let mut b = from;
+        while b < to {
+            if !self.blocks.iter().any(|(k, _)| *k == (tier, b)) {
+                let entry = match found.iter_mut().find(|(s, _)| *s == b) {
+                    None => None,
+                    Some((_, bytes)) => {
+                        let bytes = std::mem::take(bytes);
+                        Some(Entry {
+                            times: Block::decode_times(&bytes, tier.slot_ms())
+                                .ok_or_else(malformed)?,
+                            bytes,
+                            full: None,
+                        })
+                    }
+                };
+                self.blocks.push(((tier, b), entry));
+            }
+            b += tier.block_ms();
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with each slot of `tier` that starts in `[from, to)`; whether there were any.
+    pub(crate) fn fold(
+        &mut self,
+        tier: Tier,
+        from: u64,
+        to: u64,
+        f: &mut dyn FnMut(&Slot),
+    ) -> rusqlite::Result<bool> {
+        let mut any = false;
+        if to <= from {
+            return Ok(any);
+        }
+        let mut b = tier.locate(from).0;
+        while b < to {
+            if let Some(e) = self.entry(tier, b)? {
+                if e.full.is_none() {
+                    e.full = Some(Block::decode(&e.bytes, tier.slot_ms()).ok_or_else(malformed)?);
+                }
+                for (i, s) in e.full.iter().flat_map(|x| &x.0) {
+                    let t = b + u64::from(*i) * tier.slot_ms();
+                    if t >= from && t < to {
+                        f(s);
+                        any = true;
+                    }
+                }
+            }
+            b += tier.block_ms();
+        }
+        Ok(any)
+    }
+
+    /// Adds the times of the slots of `tier` that start in `[from, to)` to `sum`.
+    fn fold_times(
+        &mut self,
+        tier: Tier,
+        from: u64,
+        to: u64,
+        sum: &mut codec::Times,
+    ) -> rusqlite::Result<()> {
+        if to <= from {
+            return Ok(());
+        }
+        let mut b = tier.locate(from).0;
+        while b < to {
+            let in_range = |i: u8| {
+                let t = b + u64::from(i) * tier.slot_ms();
+                t >= from && t < to
+            };
+            match self.final_times(tier, b)? {
+                Some(Some(times)) => {
+                    for (i, t3) in times.iter() {
+                        if in_range(*i) {
+                            for k in 0..3 {
+                                sum[k] += u64::from(t3[k]);
+                            }
+                        }
+                    }
+                }
+                Some(None) => {}
+                None => {
+                    if let Some(e) = self.entry(tier, b)? {
+                        for (i, t3) in &e.times {
+                            if in_range(*i) {
+                                for k in 0..3 {
+                                    sum[k] += t3[k];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            b += tier.block_ms();
+        }
+        Ok(())
+    }
+
+    /// The times of the block of `tier` at `start` from the store's cache of final blocks,
+    /// read and kept there on a miss: `None` when there is no cache or the block may still
+    /// change, `Some(None)` when the block does not exist.
+    fn final_times(
+        &mut self,
+        tier: Tier,
+        start: u64,
+    ) -> rusqlite::Result<Option<Option<FinalTimes>>> {
+        let (Some((finals, rolled)), Some(id)) = (self.finals, self.id) else {
+            return Ok(None);
+        };
+        if start + tier.block_ms() > rolled {
+            return Ok(None);
+        }
+        if let Some((_, v)) = self.seen.iter().find(|(k, _)| *k == (tier, start)) {
+            return Ok(Some(v.clone()));
+        }
+        let key = (tier, id, start);
+        if let Some(v) = finals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .get(&key)
+        {
+            let v = v.clone();
+            self.seen.push(((tier, start), v.clone()));
+            return Ok(Some(v));
+        }
+        let times: Option<FinalTimes> = self.entry(tier, start)?.map(|e| {
+            e.times
+                .iter()
+                .map(|(i, t)| (*i, t.map(|v| u32::try_from(v).unwrap_or(u32::MAX))))
+                .collect()
+        });
+        finals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .insert(key, times.clone());
+        self.seen.push(((tier, start), times.clone()));
+        Ok(Some(times))
+    }
+
+    /// Uptime in `[from, to)` ms rounded out to whole minutes: whole days from the day tier,
+    /// whole hours from the hour tier, the minutes at either end from the minute tier.
+    pub(crate) fn uptime(&mut self, from: u64, to: u64) -> rusqlite::Result<Uptime> {
+        let (from, to) = (from / 60_000 * 60_000, to.div_ceil(60_000) * 60_000);
+        let mut sum: codec::Times = [0; 3];
+        if to > from && self.id.is_some() {
+            let add = &mut sum;
+            let h0 = from.div_ceil(3_600_000) * 3_600_000;
+            let h1 = to / 3_600_000 * 3_600_000;
+            if h0 >= h1 {
+                self.fold_times(Tier::Minute, from, to, add)?;
+            } else {
+                let d0 = h0.div_ceil(86_400_000) * 86_400_000;
+                let d1 = h1 / 86_400_000 * 86_400_000;
+                self.fold_times(Tier::Minute, from, h0, add)?;
+                if d0 >= d1 {
+                    self.fold_times(Tier::Hour, h0, h1, add)?;
+                } else {
+                    self.fold_times(Tier::Hour, h0, d0, add)?;
+                    self.fold_times(Tier::Day, d0, d1, add)?;
+                    self.fold_times(Tier::Hour, d1, h1, add)?;
+                }
+                self.fold_times(Tier::Minute, h1, to, add)?;
+            }
+        }
+        let [up, down, maintenance] = sum;
+        let d = Duration::from_millis;
+        Ok(Uptime {
+            up: d(up),
+            down: d(down),
+            maintenance: d(maintenance),
+            unknown: d((to - from.min(to)).saturating_sub(up + down + maintenance)),
+        })
+    }
 }

@@ -214,6 +214,11 @@ impl TargetState {
         *self.slo.lock().unwrap_or_else(|e| e.into_inner()) = Some((budget_remaining, burn_rate));
     }
 
+    /// Error budget remaining and burn rate of its uptime objective, once computed.
+    pub fn slo(&self) -> Option<(f64, f64)> {
+        *self.slo.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// This target's counters and health as a report (labels are added by the caller).
     pub fn counters(&self) -> Report {
         // Built per target on every scrape: size it for the usual case.

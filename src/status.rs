@@ -195,7 +195,7 @@ pub struct LatencyPoint {
 
 /// What the page asks of the history store. `NoHistory` answers when there is none, so the page
 /// still shows the live states.
-pub trait HistorySource: Send + Sync {
+pub trait HistorySource {
     /// The share of `window` (ending now) the target was up, maintenance excluded.
     fn uptime(&self, target: &str, window: Duration) -> Option<f64>;
     /// The last `n` days, oldest first.
@@ -204,6 +204,147 @@ pub trait HistorySource: Send + Sync {
     fn latency(&self, target: &str, window: Duration, points: usize) -> Vec<LatencyPoint>;
     /// The newest `limit` incidents, newest first.
     fn incidents(&self, target: &str, limit: usize) -> Vec<IncidentView>;
+    /// What a row shows: uptime per `WINDOWS`, the last `DAYS` days, the response times of
+    /// the last 24 hours. A store answers it in one read per target.
+    fn row(&self, target: &str) -> RowHistory {
+        RowHistory {
+            uptime: WINDOWS
+                .iter()
+                .map(|(_, w)| self.uptime(target, *w))
+                .collect(),
+            days: self.days(target, DAYS),
+            latency: self
+                .latency(target, Duration::from_secs(86_400), 24)
+                .iter()
+                .map(|p| p.p50)
+                .collect(),
+        }
+    }
+}
+
+/// A row's history (`HistorySource::row`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowHistory {
+    /// Uptime per window of `WINDOWS`.
+    pub uptime: Vec<Option<f64>>,
+    /// The last days, oldest first.
+    pub days: Vec<DayView>,
+    /// Median response time per hour over the last 24 hours, seconds, oldest first.
+    pub latency: Vec<f64>,
+}
+
+/// The history store as a page reads it: rollups, as of `now`, all from one snapshot (one read
+/// transaction for the whole page).
+#[derive(Debug)]
+pub struct StoreHistory<'a> {
+    /// The store's snapshot.
+    pub snap: crate::history::Snapshot<'a>,
+    /// The time the page is built for.
+    pub now: SystemTime,
+}
+
+impl StoreHistory<'_> {
+    fn day_views(
+        &self,
+        days: Vec<crate::history::Day>,
+        incidents: &[crate::history::Incident],
+    ) -> Vec<DayView> {
+        days.into_iter()
+            .map(|d| {
+                let end = d.start + Duration::from_secs(86_400);
+                DayView {
+                    start: d.start,
+                    up_ratio: d.up_ratio,
+                    maintenance_ratio: d.maintenance_ratio,
+                    incidents: incidents
+                        .iter()
+                        .filter(|i| i.start < end && i.end.is_none_or(|e| e >= d.start))
+                        .map(|i| incident_line(i, self.now))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl HistorySource for StoreHistory<'_> {
+    fn uptime(&self, target: &str, window: Duration) -> Option<f64> {
+        self.snap
+            .uptime(target, self.now - window, self.now)
+            .ok()?
+            .ratio()
+    }
+
+    fn days(&self, target: &str, n: usize) -> Vec<DayView> {
+        let incidents = self.snap.incidents(target, 200).unwrap_or_default();
+        let days = self.snap.days(target, n, self.now).unwrap_or_default();
+        self.day_views(days, &incidents)
+    }
+
+    fn latency(&self, target: &str, window: Duration, points: usize) -> Vec<LatencyPoint> {
+        let step = window / points.max(1) as u32;
+        self.snap
+            .latency(target, self.now - window, self.now, step)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| LatencyPoint {
+                at: p.at,
+                p50: p.p50.as_secs_f64(),
+                p95: p.p95.as_secs_f64(),
+                max: p.max.as_secs_f64(),
+            })
+            .collect()
+    }
+
+    fn incidents(&self, target: &str, limit: usize) -> Vec<IncidentView> {
+        self.snap
+            .incidents(target, limit)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| IncidentView {
+                start: i.start,
+                end: i.end,
+                kind: i.kind.unwrap_or_else(|| i.state.as_str().to_owned()),
+                reason: i.reason.unwrap_or_default(),
+                root_causes: i.root_causes,
+            })
+            .collect()
+    }
+
+    fn row(&self, target: &str) -> RowHistory {
+        let windows: Vec<Duration> = WINDOWS.iter().map(|(_, w)| *w).collect();
+        let Ok(s) = self.snap.summary(target, &windows, DAYS, 200, self.now) else {
+            return RowHistory::default();
+        };
+        RowHistory {
+            uptime: s.uptime.iter().map(crate::history::Uptime::ratio).collect(),
+            days: self.day_views(s.days, &s.incidents),
+            latency: s.hourly.iter().map(|p| p.p50.as_secs_f64()).collect(),
+        }
+    }
+}
+
+/// One line of a day bar's tooltip for an incident.
+fn incident_line(i: &crate::history::Incident, now: SystemTime) -> String {
+    let lasted = i
+        .end
+        .unwrap_or(now)
+        .duration_since(i.start)
+        .unwrap_or_default();
+    let mut line = format!(
+        "{} {}, {}",
+        i.state.as_str(),
+        render::clock(i.start, now),
+        render::span(lasted)
+    );
+    if let Some(k) = &i.kind {
+        line.push_str(": ");
+        line.push_str(k);
+    }
+    if !i.root_causes.is_empty() {
+        line.push_str(&format!(" (cause: {})", i.root_causes.join(", ")));
+    }
+    line
 }
 
 /// No history store: uptime and bars show "no data".
@@ -242,6 +383,30 @@ pub struct TargetView {
     pub health: TargetHealth,
     /// Its latest result.
     pub last: Option<Arc<crate::schedule::LastResult>>,
+    /// Its uptime objective's standing, once the history store computed it.
+    pub slo: Option<crate::history::SloStatus>,
+}
+
+/// A target's uptime objective on the page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SloView {
+    /// The objective (0.999 for `slo: 99.9`).
+    pub objective: f64,
+    /// Over how long.
+    pub window: Duration,
+    /// Error budget left and burn rate; `None` until the store computed them (after the first
+    /// closed minute), or without a store.
+    pub status: Option<crate::history::SloStatus>,
+}
+
+impl SloView {
+    pub(crate) fn of(v: &TargetView) -> Option<SloView> {
+        v.target.slo.map(|s| SloView {
+            objective: s.objective,
+            window: s.window,
+            status: v.slo,
+        })
+    }
 }
 
 /// The overall verdict of a page.
@@ -302,6 +467,8 @@ pub struct Row {
     pub cert_days: Option<f64>,
     /// Its latest probe's duration.
     pub last_duration: Option<Duration>,
+    /// Its uptime objective, if it has one.
+    pub slo: Option<SloView>,
 }
 
 /// A group of rows.
@@ -377,11 +544,7 @@ pub fn model(
                 .map(|(_, v)| v.clone())
                 .unwrap_or_else(|| "Other".into()),
         };
-        let latency = history
-            .latency(&t.name, Duration::from_secs(86_400), 48)
-            .iter()
-            .map(|p| p.p50)
-            .collect();
+        let h = history.row(&t.name);
         let row = Row {
             name: t.name.clone(),
             address: (!page.public).then(|| t.target.clone()),
@@ -393,14 +556,12 @@ pub fn model(
             } else {
                 v.health.last_failure.as_ref().map(|f| f.to_string())
             },
-            uptime: WINDOWS
-                .iter()
-                .map(|(_, w)| history.uptime(&t.name, *w))
-                .collect(),
-            days: history.days(&t.name, DAYS),
-            latency,
+            uptime: h.uptime,
+            days: h.days,
+            latency: h.latency,
             cert_days: v.last.as_ref().and_then(|r| cert_days(&r.report, now)),
             last_duration: v.last.as_ref().map(|r| r.duration),
+            slo: SloView::of(v),
         };
         groups.entry(group).or_default().push(row);
     }
@@ -476,6 +637,30 @@ pub fn model(
     }
 }
 
+/// An objective as JSON: `budget_remaining` and `burn_rate` are null until computed.
+pub fn slo_json(s: SloView) -> serde_json::Value {
+    serde_json::json!({
+        // 99.9 / 100 is 0.9990000000000001 in binary; six places are plenty.
+        "objective": (s.objective * 1e6).round() / 1e6,
+        "window_seconds": s.window.as_secs(),
+        "budget_remaining": s.status.map(|x| x.budget_remaining),
+        "burn_rate": s.status.map(|x| x.burn_rate),
+    })
+}
+
+/// The page `page` as HTML: its model from the live `targets` and `history`, rendered; what
+/// `GET /status` runs on a blocking thread (`base` is the status pages' path).
+pub fn render_page(
+    page: &Page,
+    refresh: Option<Duration>,
+    targets: &[TargetView],
+    history: &dyn HistorySource,
+    base: &str,
+    now: SystemTime,
+) -> String {
+    page_html(&model(page, refresh, targets, history, now), base)
+}
+
 /// The page's model as JSON (`/api/v1/status`).
 pub fn model_json(m: &Model) -> serde_json::Value {
     let time = |t: Option<SystemTime>| t.map(crate::alerts::rfc3339);
@@ -507,6 +692,7 @@ pub fn model_json(m: &Model) -> serde_json::Value {
                 })).collect::<Vec<_>>(),
                 "cert_days": r.cert_days,
                 "last_duration_seconds": r.last_duration.map(|d| d.as_secs_f64()),
+                "slo": r.slo.map(slo_json),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })

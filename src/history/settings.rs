@@ -29,7 +29,7 @@ pub struct RawRetention {
     /// Raw results (default 48h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<ConfigDuration>,
-    /// Minute rollups (default 14d).
+    /// Minute rollups (default 7d).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minute: Option<ConfigDuration>,
     /// Hour rollups (default 90d).
@@ -88,7 +88,7 @@ impl Default for Retention {
     fn default() -> Self {
         Retention {
             raw: Duration::from_secs(48 * 3600),
-            minute: Duration::from_secs(14 * 86_400),
+            minute: Duration::from_secs(7 * 86_400),
             hour: Duration::from_secs(90 * 86_400),
             day: Duration::from_secs(400 * 86_400),
         }

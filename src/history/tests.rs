@@ -121,6 +121,23 @@ fn rollups_are_time_weighted_across_a_day_boundary_maintenance_and_a_restart() {
     assert_eq!(days[1].up_ratio, Some(130.0 / 160.0));
     assert_eq!(days[1].incidents, 1);
     assert!((days[1].maintenance_ratio - 20.0 / 86_400.0).abs() < 1e-12);
+    // A status page row's summary reads the same, in one go.
+    let windows = [Duration::from_secs(360), Duration::from_secs(2 * 86_400)];
+    let sum = store.summary("web", &windows, 2, 10, t(s(420))).unwrap();
+    assert_eq!(sum.days, days);
+    for (w, u) in windows.iter().zip(&sum.uptime) {
+        assert_eq!(*u, store.uptime("web", t(s(420)) - *w, t(s(420))).unwrap());
+    }
+    assert_eq!(sum.incidents, store.incidents("web", 10).unwrap());
+    // Again, with the final blocks (the closed day's) from the store's cache.
+    assert!(!store.finals.lock().unwrap().map.is_empty());
+    assert_eq!(
+        store.summary("web", &windows, 2, 10, t(s(420))).unwrap(),
+        sum
+    );
+    // Hourly latency: the hour under way from its minutes (10, 20 and 30 ms probes).
+    assert_eq!(sum.hourly.len(), 2);
+    assert_eq!(sum.hourly[1].max, Duration::from_millis(30));
     let day_slots = slots(
         &store.read.lock().unwrap(),
         Tier::Day,
@@ -212,6 +229,11 @@ fn foreign_newer_and_damaged_files_are_refused_and_left_alone() {
     refused(
         &sqlite_file(APPLICATION_ID, SCHEMA_VERSION + 1),
         "newer lookout",
+    );
+    // Version 1 stored latency in µs; this build does not convert it, and says so.
+    refused(
+        &sqlite_file(APPLICATION_ID, 1),
+        "older lookout (schema version 1",
     );
     // A real store with its pages overwritten past the header.
     let dir = tempfile::tempdir().unwrap();

@@ -109,6 +109,10 @@ pub struct Writer {
     /// What happened after the last closed minute, read back at start and replayed at the first
     /// flush (which knows the maintenance windows), with the time of the last flush before.
     replay: Option<(Vec<Event>, u64)>,
+    /// Per tier, how many block starts were below the retention cutoff at the last expiry:
+    /// until it changes there is nothing new to delete in that tier (an hour block goes once a
+    /// day, a day block once in 32), so the per-target deletes are skipped.
+    expired: [u64; 3],
 }
 
 fn meta(c: &Connection, key: &str) -> rusqlite::Result<Option<u64>> {
@@ -138,6 +142,7 @@ impl Writer {
             dirty_days: BTreeMap::new(),
             open_incidents: HashMap::new(),
             replay: None,
+            expired: [0; 3],
         };
         w.recover().map_err(|e| HistoryError {
             file: w.file.clone(),
@@ -570,9 +575,15 @@ impl Writer {
         ] {
             // A block goes when its last slot is past retention.
             let before = cutoff(keep) - tier.block_ms() as i64;
+            let below = (before.max(0) as u64).div_ceil(tier.block_ms());
+            if below == self.expired[tier as usize] {
+                continue;
+            }
             for &id in self.names.keys() {
                 st.execute((tier as i64, id, before))?;
             }
+            // (Noted before the commit: a failed flush leaves these blocks to the next change.)
+            self.expired[tier as usize] = below;
         }
         tx.execute("DELETE FROM changes WHERE at < ?1", [cutoff(r.day)])?;
         tx.execute(

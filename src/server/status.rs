@@ -21,98 +21,14 @@ fn views(state: &AppState) -> Vec<TargetView> {
             target: s.target(),
             health: s.health(),
             last: s.last(),
+            slo: s
+                .slo()
+                .map(|(budget_remaining, burn_rate)| crate::history::SloStatus {
+                    budget_remaining,
+                    burn_rate,
+                }),
         })
         .collect()
-}
-
-/// The history store as the pages read it: rollups, as of `now`.
-struct Stored<'a> {
-    store: &'a crate::history::Store,
-    now: SystemTime,
-}
-
-impl HistorySource for Stored<'_> {
-    fn uptime(&self, target: &str, window: Duration) -> Option<f64> {
-        self.store
-            .uptime(target, self.now - window, self.now)
-            .ok()?
-            .ratio()
-    }
-
-    fn days(&self, target: &str, n: usize) -> Vec<page::DayView> {
-        let incidents = self.store.incidents(target, 200).unwrap_or_default();
-        self.store
-            .days(target, n, self.now)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|d| {
-                let end = d.start + Duration::from_secs(86_400);
-                page::DayView {
-                    start: d.start,
-                    up_ratio: d.up_ratio,
-                    maintenance_ratio: d.maintenance_ratio,
-                    incidents: incidents
-                        .iter()
-                        .filter(|i| i.start < end && i.end.is_none_or(|e| e >= d.start))
-                        .map(|i| incident_line(i, self.now))
-                        .collect(),
-                }
-            })
-            .collect()
-    }
-
-    fn latency(&self, target: &str, window: Duration, points: usize) -> Vec<page::LatencyPoint> {
-        let step = window / points.max(1) as u32;
-        self.store
-            .latency(target, self.now - window, self.now, step)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| page::LatencyPoint {
-                at: p.at,
-                p50: p.p50.as_secs_f64(),
-                p95: p.p95.as_secs_f64(),
-                max: p.max.as_secs_f64(),
-            })
-            .collect()
-    }
-
-    fn incidents(&self, target: &str, limit: usize) -> Vec<page::IncidentView> {
-        self.store
-            .incidents(target, limit)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|i| page::IncidentView {
-                start: i.start,
-                end: i.end,
-                kind: i.kind.unwrap_or_else(|| i.state.as_str().to_owned()),
-                reason: i.reason.unwrap_or_default(),
-                root_causes: i.root_causes,
-            })
-            .collect()
-    }
-}
-
-/// One line of a day bar's tooltip for an incident.
-fn incident_line(i: &crate::history::Incident, now: SystemTime) -> String {
-    let lasted = i
-        .end
-        .unwrap_or(now)
-        .duration_since(i.start)
-        .unwrap_or_default();
-    let mut line = format!(
-        "{} {}, {}",
-        i.state.as_str(),
-        page::render::clock(i.start, now),
-        page::render::span(lasted)
-    );
-    if let Some(k) = &i.kind {
-        line.push_str(": ");
-        line.push_str(k);
-    }
-    if !i.root_causes.is_empty() {
-        line.push_str(&format!(" (cause: {})", i.root_causes.join(", ")));
-    }
-    line
 }
 
 /// Runs `f` with the history on a blocking thread (store reads are short blocking reads).
@@ -122,10 +38,16 @@ async fn with_history<T: Send + 'static>(
 ) -> Result<T, Response> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || match &state.history {
-        Some(store) => f(&Stored {
-            store,
-            now: SystemTime::now(),
-        }),
+        Some(store) => match store.snapshot() {
+            Ok(snap) => f(&page::StoreHistory {
+                snap,
+                now: SystemTime::now(),
+            }),
+            Err(e) => {
+                tracing::warn!(err = %e, "Cannot read the history store; the page shows none");
+                f(&page::NoHistory)
+            }
+        },
         None => f(&page::NoHistory),
     })
     .await
@@ -151,8 +73,7 @@ async fn render(state: &Arc<AppState>, name: &str) -> Response {
     let base = format!("{}/status", state.prefix);
     let refresh = config.status.refresh;
     match with_history(state, move |h| {
-        let m = page::model(&p, refresh, &views, h, SystemTime::now());
-        page::page_html(&m, &base)
+        page::render_page(&p, refresh, &views, h, &base, SystemTime::now())
     })
     .await
     {

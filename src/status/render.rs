@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use super::{DayView, HistorySource, Model, Overall, Row, TargetView, WINDOWS};
+use super::{DayView, HistorySource, Model, Overall, Row, SloView, TargetView, WINDOWS};
 use crate::health::State;
 
 /// HTML-escapes `s`.
@@ -131,9 +131,50 @@ fn head(out: &mut String, title: &str, refresh: Option<Duration>) {
     );
 }
 
+/// HTML-escapes `s` onto `out`.
+fn esc_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// `YYYY-MM-DD` of `t` (UTC) onto `out`.
+fn push_date(out: &mut String, t: SystemTime) {
+    let days = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), as in
+    // `logging::timestamp`, without building the whole timestamp for each of 90 bars a row.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(out, "{year:04}-{month:02}-{day:02}");
+}
+
+/// The shapes every bar reuses (`<use>`), defined once a page in its first bars (ids are the
+/// document's): a whole day up, and a day without data.
+const BAR_DEFS: &str = "<defs><rect id=\"bar-up\" width=\"3\" height=\"28\" fill=\"var(--up)\"/><rect id=\"bar-none\" width=\"3\" height=\"28\" rx=\"1\" fill=\"var(--nodata)\"/></defs>";
+
 /// The day bars of a row: 90 bars, the fill of each its day's up share, maintenance in its own
-/// colour, and a tooltip with the day's incidents.
-fn bars(out: &mut String, days: &[DayView], name: &str) {
+/// colour, and a tooltip with the day's incidents. Written straight into `out` (at 10,000 rows
+/// this is 900,000 bars a page); a day all up and a day without data reuse a defined shape, so
+/// the usual bar is about 57 bytes, not 97. `defs`: this is the page's first.
+fn bars(out: &mut String, days: &[DayView], name: &str, defs: bool) {
     let n = super::DAYS;
     let _ = write!(
         out,
@@ -141,50 +182,67 @@ fn bars(out: &mut String, days: &[DayView], name: &str) {
         esc(name),
         w = n * 4
     );
+    if defs {
+        out.push_str(BAR_DEFS);
+    }
     let missing = n.saturating_sub(days.len());
     for i in 0..n {
         let x = i * 4;
         let Some(d) = i.checked_sub(missing).and_then(|k| days.get(k)) else {
             let _ = write!(
                 out,
-                "<rect x=\"{x}\" y=\"0\" width=\"3\" height=\"28\" rx=\"1\" fill=\"var(--nodata)\"><title>no data</title></rect>"
+                "<use href=\"#bar-none\" x=\"{x}\"><title>no data</title></use>"
             );
             continue;
         };
-        let date = &crate::alerts::rfc3339(d.start)[..10];
-        let mut tip = match d.up_ratio {
-            Some(r) => format!("{date}: {} up", percent(Some(r))),
-            None => format!("{date}: no data"),
+        let m = (d.maintenance_ratio.clamp(0.0, 1.0) * 28.0).round() as u32;
+        let whole = match d.up_ratio {
+            None if m == 0 => Some("bar-none"),
+            Some(r) if m == 0 && (r.clamp(0.0, 1.0) * 28.0).round() as u32 == 28 => Some("bar-up"),
+            _ => None,
         };
+        match whole {
+            Some(id) => {
+                let _ = write!(out, "<use href=\"#{id}\" x=\"{x}\"><title>");
+            }
+            None => out.push_str("<g><title>"),
+        }
+        push_date(out, d.start);
+        match d.up_ratio {
+            Some(r) => {
+                out.push_str(": ");
+                out.push_str(&percent(Some(r)));
+                out.push_str(" up");
+            }
+            None => out.push_str(": no data"),
+        }
         if d.maintenance_ratio > 0.0 {
-            let _ = write!(tip, ", {:.0}% maintenance", d.maintenance_ratio * 100.0);
+            let _ = write!(out, ", {:.0}% maintenance", d.maintenance_ratio * 100.0);
         }
         for inc in &d.incidents {
-            tip.push('\n');
-            tip.push_str(inc);
+            out.push('\n');
+            esc_into(out, inc);
         }
-        let _ = write!(out, "<g><title>{}</title>", esc(&tip));
-        let m = (d.maintenance_ratio.clamp(0.0, 1.0) * 28.0).round();
+        out.push_str("</title>");
+        if whole.is_some() {
+            out.push_str("</use>");
+            continue;
+        }
+        // Heights in whole pixels.
         match d.up_ratio {
-            None if m == 0.0 => {
-                let _ = write!(
-                    out,
-                    "<rect x=\"{x}\" y=\"0\" width=\"3\" height=\"28\" rx=\"1\" fill=\"var(--nodata)\"/>"
-                );
-            }
             None => {}
             Some(r) => {
                 // Of the day's time outside maintenance: up from the bottom, down above it.
-                let rest = 28.0 - m;
-                let up = (r.clamp(0.0, 1.0) * rest).round();
+                let rest = 28 - m;
+                let up = (r.clamp(0.0, 1.0) * f64::from(rest)).round() as u32;
                 let down = rest - up;
-                if down > 0.0 {
+                if down > 0 {
                     let _ = write!(
                         out,
                         "<rect x=\"{x}\" y=\"{m}\" width=\"3\" height=\"{down}\" fill=\"var(--down)\"/>"
                     );
                 }
-                if up > 0.0 {
+                if up > 0 {
                     let _ = write!(
                         out,
                         "<rect x=\"{x}\" y=\"{}\" width=\"3\" height=\"{up}\" fill=\"var(--up)\"/>",
@@ -193,7 +251,7 @@ fn bars(out: &mut String, days: &[DayView], name: &str) {
                 }
             }
         }
-        if m > 0.0 {
+        if m > 0 {
             let _ = write!(
                 out,
                 "<rect x=\"{x}\" y=\"0\" width=\"3\" height=\"{m}\" fill=\"var(--maint)\"/>"
@@ -212,20 +270,28 @@ fn sparkline(out: &mut String, values: &[f64], name: &str) {
     }
     let max = values.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
     let step = 120.0 / (values.len() - 1) as f64;
-    let points: Vec<String> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, 22.0 - v / max * 20.0))
-        .collect();
     let last = values.last().copied().unwrap_or_default();
     let _ = write!(
         out,
-        "<svg class=\"spark\" viewBox=\"0 0 120 24\" role=\"img\" aria-label=\"{}: response time over 24 h, latest {:.0} ms\"><title>response time, last 24 h (max {:.0} ms)</title><polyline fill=\"none\" stroke=\"var(--maint)\" stroke-width=\"1.5\" points=\"{}\"/></svg>",
+        "<svg class=\"spark\" viewBox=\"0 0 120 24\" role=\"img\" aria-label=\"{}: response time over 24 h, latest {:.0} ms\"><title>response time, last 24 h (max {:.0} ms)</title><polyline fill=\"none\" stroke=\"var(--maint)\" stroke-width=\"1.5\" points=\"",
         esc(name),
         last * 1000.0,
         max * 1000.0,
-        points.join(" ")
     );
+    // Tenths of a pixel, written as integers ("12.3"): a row's points without float formatting.
+    let tenths = |out: &mut String, v: f64| {
+        let t = (v * 10.0).round().max(0.0) as u64;
+        let _ = write!(out, "{}.{}", t / 10, t % 10);
+    };
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        tenths(out, i as f64 * step);
+        out.push(',');
+        tenths(out, 22.0 - v / max * 20.0);
+    }
+    out.push_str("\"/></svg>");
 }
 
 /// The dependency graph: layers by depth (targets depending on nothing at the bottom), each
@@ -342,11 +408,50 @@ fn graph_svg(out: &mut String, nodes: &[(String, State, bool, Vec<String>)]) {
     out.push_str("</svg>");
 }
 
+/// "99.9% over 30 d".
+fn objective(s: &SloView) -> String {
+    let p = format!("{:.3}", s.objective * 100.0);
+    let p = p.trim_end_matches('0').trim_end_matches('.');
+    format!("{p}% over {}", span(s.window).trim_end_matches(" 0 h"))
+}
+
+/// The share of the error budget left, "62%" (below 0: overspent).
+fn budget(b: f64) -> String {
+    if b < 0.0 {
+        format!("overspent ({:.0}%)", b * 100.0)
+    } else {
+        format!("{:.0}% left", (b * 100.0).min(100.0))
+    }
+}
+
+/// The error budget cell of a row.
+fn slo_cell(out: &mut String, s: Option<&SloView>) {
+    out.push_str("<td class=\"num wide\">");
+    match s {
+        None => out.push('–'),
+        Some(s) => match s.status {
+            Some(st) => {
+                let _ = write!(
+                    out,
+                    "{}<div class=\"muted\">burn {:.1}× · {}</div>",
+                    budget(st.budget_remaining),
+                    st.burn_rate,
+                    esc(&objective(s))
+                );
+            }
+            None => {
+                let _ = write!(out, "–<div class=\"muted\">{}</div>", esc(&objective(s)));
+            }
+        },
+    }
+    out.push_str("</td>");
+}
+
 fn pill(state: State) -> String {
     format!("<span class=\"pill {0}\">{0}</span>", state.as_str())
 }
 
-fn row_html(out: &mut String, r: &Row, m: &Model, base: &str) {
+fn row_html(out: &mut String, r: &Row, m: &Model, base: &str, slo_column: bool, first: bool) {
     let name = if m.page.public {
         esc(&r.name)
     } else {
@@ -377,7 +482,7 @@ fn row_html(out: &mut String, r: &Row, m: &Model, base: &str) {
         let _ = write!(out, "<td class=\"num wide\">{}</td>", percent(*u));
     }
     out.push_str("<td>");
-    bars(out, &r.days, &r.name);
+    bars(out, &r.days, &r.name, first);
     out.push_str("</td><td class=\"wide\">");
     sparkline(out, &r.latency, &r.name);
     out.push_str("</td><td class=\"num wide\">");
@@ -388,13 +493,18 @@ fn row_html(out: &mut String, r: &Row, m: &Model, base: &str) {
         }
         None => out.push('–'),
     }
-    out.push_str("</td></tr>");
+    out.push_str("</td>");
+    if slo_column {
+        slo_cell(out, r.slo.as_ref());
+    }
+    out.push_str("</tr>");
     if let Some(reason) = &r.reason
         && r.state != State::Up
     {
         let _ = write!(
             out,
-            "<tr><td></td><td colspan=\"8\" class=\"muted\">{}</td></tr>",
+            "<tr><td></td><td colspan=\"{}\" class=\"muted\">{}</td></tr>",
+            8 + usize::from(slo_column),
             esc(reason)
         );
     }
@@ -432,6 +542,11 @@ pub fn page_html(m: &Model, base: &str) -> String {
         );
     }
     out.push_str("</section>");
+    let slo_column = m
+        .groups
+        .iter()
+        .any(|g| g.rows.iter().any(|r| r.slo.is_some()));
+    let mut first = true;
     for g in &m.groups {
         if !g.name.is_empty() {
             let _ = write!(out, "<h2>{}</h2>", esc(&g.name));
@@ -440,9 +555,14 @@ pub fn page_html(m: &Model, base: &str) -> String {
         for (w, _) in WINDOWS {
             let _ = write!(out, "<th scope=\"col\" class=\"wide\">{w}</th>");
         }
-        out.push_str("<th scope=\"col\">Last 90 days</th><th scope=\"col\" class=\"wide\">Response</th><th scope=\"col\" class=\"wide\">Certificate</th></tr></thead><tbody>");
+        out.push_str("<th scope=\"col\">Last 90 days</th><th scope=\"col\" class=\"wide\">Response</th><th scope=\"col\" class=\"wide\">Certificate</th>");
+        if slo_column {
+            out.push_str("<th scope=\"col\" class=\"wide\">Error budget</th>");
+        }
+        out.push_str("</tr></thead><tbody>");
         for r in &g.rows {
-            row_html(&mut out, r, m, base);
+            row_html(&mut out, r, m, base, slo_column, first);
+            first = false;
         }
         out.push_str("</tbody></table>");
     }
@@ -553,6 +673,25 @@ pub fn target_html(
             esc(&f.message)
         );
     }
+    if let Some(s) = SloView::of(v) {
+        let _ = write!(
+            out,
+            "<div class=\"card\"><strong>Objective</strong> {}: ",
+            esc(&objective(&s))
+        );
+        match s.status {
+            Some(st) => {
+                let _ = write!(
+                    out,
+                    "error budget {}, burning at {:.2}× over the last hour.",
+                    budget(st.budget_remaining),
+                    st.burn_rate
+                );
+            }
+            None => out.push_str("error budget not computed yet (after the first closed minute)."),
+        }
+        out.push_str("</div>");
+    }
     out.push_str("<h2>Uptime</h2><table><tr>");
     for (w, d) in WINDOWS {
         let _ = write!(out, "<th scope=\"col\">{w}</th>");
@@ -567,7 +706,7 @@ pub fn target_html(
         );
     }
     out.push_str("</tr></table>");
-    bars(&mut out, &history.days(&t.name, super::DAYS), &t.name);
+    bars(&mut out, &history.days(&t.name, super::DAYS), &t.name, true);
     out.push_str("<h2>Response time, last 24 hours</h2>");
     latency_chart(
         &mut out,

@@ -58,7 +58,7 @@ fn targets(now: SystemTime) -> Vec<TargetView> {
          - {name: postgres, module: tcp, target: 'db.lan:5432', labels: {group: data}}\n\
          - {name: teslamate, module: tcp, target: 'tm.lan:4000', depends_on: [postgres], labels: {group: apps, public: 'yes'}}\n\
          - {name: grafana, module: tcp, target: 'grafana.lan:3000', depends_on: [postgres], labels: {group: apps, public: 'yes'}}\n\
-         - {name: wiki, module: tcp, target: 'wiki.lan:443', labels: {public: 'yes'}}\n",
+         - {name: wiki, module: tcp, target: 'wiki.lan:443', labels: {public: 'yes'}, slo: 99.9}\n",
         "t.yml".as_ref(),
     )
     .unwrap();
@@ -80,21 +80,28 @@ fn targets(now: SystemTime) -> Vec<TargetView> {
                 Some("connecting to 10.0.0.2:5432: refused"),
             ),
             last: None,
+            slo: None,
         },
         TargetView {
             target: t[1].clone(),
             health: health(State::Blocked, &["postgres"], Some("status 502")),
             last: None,
+            slo: None,
         },
         TargetView {
             target: t[2].clone(),
             health: health(State::Blocked, &["postgres"], Some("status 502")),
             last: None,
+            slo: None,
         },
         TargetView {
             target: t[3].clone(),
             health: health(State::Up, &[], None),
             last: None,
+            slo: Some(crate::history::SloStatus {
+                budget_remaining: 0.62,
+                burn_rate: 0.4,
+            }),
         },
     ]
 }
@@ -135,7 +142,16 @@ fn the_banner_names_the_root_cause_and_what_it_affects() {
     assert_eq!(order, ["apps", "data", "Other"]);
     // 90 bars a row, each with a tooltip; one row per target.
     assert_eq!(html.matches("class=\"bars\"").count(), 4);
-    assert_eq!(html.matches("<g><title>").count(), 4 * DAYS);
+    for bars in html.split("class=\"bars\"").skip(1) {
+        let bars = &bars[..bars.find("</svg>").unwrap()];
+        assert_eq!(bars.matches("<title>").count(), DAYS, "{bars}");
+    }
+    // A day all up reuses the page's one bar shape, defined once.
+    assert_eq!(html.matches("<rect id=\"bar-up\"").count(), 1);
+    assert_eq!(
+        html.matches("<use href=\"#bar-up\"").count(),
+        4 * (DAYS - 1)
+    );
     assert!(
         html.contains("14:02 UTC, 12 min: connect: refused"),
         "{html}"
@@ -233,6 +249,61 @@ fn the_target_page_has_its_incidents_latency_and_neighbours() {
     assert!(html.contains("ongoing, 12 min"), "{html}");
     assert!(html.contains("p50 solid"), "{html}");
     assert!(html.contains("Needed by: <a href=\"/status/target/teslamate\">teslamate</a>, <a href=\"/status/target/grafana\">grafana</a>"), "{html}");
+}
+
+#[test]
+fn an_objective_shows_its_budget_and_burn_rate_on_the_row_the_target_page_and_in_json() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_300_000);
+    let s = Spec::default();
+    let mut all = targets(now);
+    let m = model(&s.pages[0], None, &all, &Fixed(now), now);
+    let html = page_html(&m, "/status");
+    assert!(html.contains(">Error budget</th>"), "{html}");
+    assert!(
+        html.contains("62% left<div class=\"muted\">burn 0.4× · 99.9% over 30 d</div>"),
+        "{html}"
+    );
+    // Rows without an objective show none; the reason row spans the extra column.
+    assert_eq!(
+        html.matches("<td class=\"num wide\">–</td></tr>").count(),
+        3,
+        "{html}"
+    );
+    assert!(html.contains("colspan=\"9\""), "{html}");
+    let wiki = &model_json(&m)["groups"][0]["targets"][3];
+    assert_eq!(wiki["name"], "wiki");
+    assert_eq!(wiki["slo"]["objective"], 0.999);
+    assert_eq!(wiki["slo"]["window_seconds"], 30 * 86_400);
+    assert_eq!(wiki["slo"]["budget_remaining"], 0.62);
+    assert_eq!(wiki["slo"]["burn_rate"], 0.4);
+    assert_eq!(
+        model_json(&m)["groups"][0]["targets"][0]["slo"],
+        serde_json::Value::Null
+    );
+    let page = target_html("/status", &all[3], &all, &Fixed(now), None, now);
+    assert!(
+        page.contains("<strong>Objective</strong> 99.9% over 30 d: error budget 62% left, burning at 0.40× over the last hour."),
+        "{page}"
+    );
+    // Overspent, and not computed yet.
+    all[3].slo = Some(crate::history::SloStatus {
+        budget_remaining: -1.5,
+        burn_rate: 12.0,
+    });
+    let html = page_html(&model(&s.pages[0], None, &all, &Fixed(now), now), "/status");
+    assert!(
+        html.contains("overspent (-150%)<div class=\"muted\">burn 12.0×"),
+        "{html}"
+    );
+    all[3].slo = None;
+    let m = model(&s.pages[0], None, &all, &Fixed(now), now);
+    assert!(page_html(&m, "/status").contains("–<div class=\"muted\">99.9% over 30 d</div>"));
+    assert_eq!(
+        model_json(&m)["groups"][0]["targets"][3]["slo"]["budget_remaining"],
+        serde_json::Value::Null
+    );
+    let page = target_html("/status", &all[3], &all, &Fixed(now), None, now);
+    assert!(page.contains("error budget not computed yet"), "{page}");
 }
 
 #[test]
