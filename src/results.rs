@@ -68,6 +68,11 @@ impl ProbeResult {
         scheduled: Option<Arc<Target>>,
         started: SystemTime,
     ) -> ProbeResult {
+        let mut report = outcome.report;
+        if scheduled.is_some() {
+            // Kept until the target's next probe by the latest-state table.
+            report.shrink_to_fit();
+        }
         ProbeResult {
             scheduled,
             module,
@@ -77,7 +82,7 @@ impl ProbeResult {
             duration: outcome.duration,
             failure: outcome.failure,
             panicked: outcome.panicked,
-            report: Arc::new(outcome.report),
+            report: Arc::new(report),
             logs: outcome.logs,
         }
     }

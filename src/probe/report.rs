@@ -92,6 +92,17 @@ impl Report {
         }
     }
 
+    /// Gives back the room reserved for samples that never came: for a report kept for long
+    /// (every scheduled target's last one), which `new`'s 24 slots would otherwise make
+    /// several times its size.
+    pub fn shrink_to_fit(&mut self) {
+        self.samples.shrink_to_fit();
+        for s in &mut self.samples {
+            s.labels.shrink_to_fit();
+        }
+        self.histograms.shrink_to_fit();
+    }
+
     /// Sets an unlabelled histogram.
     pub fn set_histogram(
         &mut self,
