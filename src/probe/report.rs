@@ -120,12 +120,6 @@ impl Report {
         });
     }
 
-    /// Releases spare capacity (for reports kept a long time).
-    pub fn shrink_to_fit(&mut self) {
-        self.samples.shrink_to_fit();
-        self.histograms.shrink_to_fit();
-    }
-
     /// The histograms.
     pub fn histograms(&self) -> &[Histogram] {
         &self.histograms
