@@ -13,6 +13,9 @@
 //! finished string. The first render (a cold SQLite page cache, and the store's cache of final
 //! blocks empty, as after the UTC day changes) is reported apart.
 //!
+//! Three renders per size: the first page of rows (the default page size), a page near the
+//! end, and every row on one page (`page_size` as large as the page).
+//!
 //! Run: `cargo bench --bench status-render [-- 1000|10000]`
 
 use std::time::{Duration, Instant, SystemTime};
@@ -315,7 +318,7 @@ fn bench(n: usize, templates: &Templates, renders: usize) {
     let (config, views) = views(n, now);
     let page = config.status.page("").unwrap();
     let generated = built.elapsed();
-    let render = || {
+    let render = |slice: &status::Slice| {
         let t = Instant::now();
         let history = StoreHistory {
             snap: store.snapshot().unwrap(),
@@ -328,23 +331,52 @@ fn bench(n: usize, templates: &Templates, renders: usize) {
             &history,
             "/status",
             now,
+            slice,
         );
         (t.elapsed(), html.len())
     };
-    let (first, bytes) = render();
-    let mut times: Vec<Duration> = (0..renders).map(|_| render().0).collect();
-    times.sort();
+    let paged = status::Slice {
+        page_size: config.status.page_size,
+        ..status::Slice::all()
+    };
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "{n} targets: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms over {renders} renders \
-         (first, cold: {:.1} ms); page {:.1} MiB; store {file_mib:.0} MiB, generated in {:.0} s",
-        ms(quantile(&times, 0.5)),
-        ms(quantile(&times, 0.95)),
-        ms(*times.last().unwrap()),
-        ms(first),
-        bytes as f64 / 1_048_576.0,
-        generated.as_secs_f64(),
+        "{n} targets: store {file_mib:.0} MiB, generated in {:.0} s",
+        generated.as_secs_f64()
     );
+    for (what, slice, renders) in [
+        (
+            format!("first page ({} rows, the default)", paged.page_size),
+            paged.clone(),
+            renders,
+        ),
+        (
+            "second to last page".to_owned(),
+            status::Slice {
+                index: n.div_ceil(paged.page_size).saturating_sub(2),
+                ..paged.clone()
+            },
+            renders,
+        ),
+        (
+            "every row on one page".to_owned(),
+            status::Slice::all(),
+            renders.div_ceil(2),
+        ),
+    ] {
+        let (first, bytes) = render(&slice);
+        let mut times: Vec<Duration> = (0..renders).map(|_| render(&slice).0).collect();
+        times.sort();
+        println!(
+            "  {what}: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms over {renders} renders \
+             (first, cold: {:.1} ms); page {:.2} MiB",
+            ms(quantile(&times, 0.5)),
+            ms(quantile(&times, 0.95)),
+            ms(*times.last().unwrap()),
+            ms(first),
+            bytes as f64 / 1_048_576.0,
+        );
+    }
 }
 
 fn main() {

@@ -39,6 +39,10 @@ pub struct Section {
     /// How often the page reloads itself (default 30s; 0 for never).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<ConfigDuration>,
+    /// Rows per page of a status page (default 100); more rows go on further pages
+    /// (`?p=2`, …), each read from the history store on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<usize>,
     /// More pages, each at `/status/<name>`, showing the targets their selector picks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pages: Vec<PageSection>,
@@ -87,13 +91,19 @@ pub struct Spec {
     pub pages: Vec<Page>,
     /// The reload interval (`None`: never).
     pub refresh: Option<Duration>,
+    /// Rows per page.
+    pub page_size: usize,
 }
+
+/// Rows per page by default.
+pub const PAGE_SIZE: usize = 100;
 
 impl Default for Spec {
     fn default() -> Self {
         Spec::build(&Section::default()).unwrap_or(Spec {
             pages: Vec::new(),
             refresh: None,
+            page_size: PAGE_SIZE,
         })
     }
 }
@@ -142,7 +152,21 @@ impl Spec {
             Some(d) if d.is_zero() => None,
             Some(d) => Some(d),
         };
-        Ok(Spec { pages, refresh })
+        let page_size = match section.page_size {
+            None => PAGE_SIZE,
+            Some(0) => {
+                return Err(FieldError::new(
+                    "page_size",
+                    "page_size must be at least 1".to_owned(),
+                ));
+            }
+            Some(n) => n,
+        };
+        Ok(Spec {
+            pages,
+            refresh,
+            page_size,
+        })
     }
 
     /// The page at `/status/<name>` (`""`: `/status`).
@@ -491,10 +515,23 @@ pub struct Model {
     pub overall: Overall,
     /// The root causes with what they affect.
     pub causes: Vec<Cause>,
-    /// The rows, grouped.
+    /// How many of the page's targets are down or blocked.
+    pub failing: usize,
+    /// Every group of the page with its counts.
+    pub summaries: Vec<GroupSummary>,
+    /// The rows asked for (the page index clamped to the last page).
+    pub slice: Slice,
+    /// The rows shown, `[first, last)` of `total` rows matching the slice's group and state.
+    pub shown: (usize, usize, usize),
+    /// Pages of rows matching the slice's group and state.
+    pub pages: usize,
+    /// The rows shown, grouped.
     pub groups: Vec<Group>,
-    /// The dependency graph of the page's targets: (name, state, is a root cause, dependencies).
+    /// The dependency graph drawn: (name, state, is a root cause, dependencies); all of the
+    /// page's targets, or its failing part (`graph_note` says which) when over `GRAPH_MAX`.
     pub graph: Vec<(String, State, bool, Vec<String>)>,
+    /// Why the graph is cut or left out.
+    pub graph_note: Option<String>,
     /// Reload interval.
     pub refresh: Option<Duration>,
 }
@@ -519,7 +556,90 @@ fn cert_days(report: &Report, now: SystemTime) -> Option<f64> {
     Some((expiry - now) / 86_400.0)
 }
 
-/// Builds the model of `page` from the targets' live views and the history.
+/// Which rows of a page one request shows: a group, only the failing targets, and one page of
+/// `page_size` rows. Only the rows shown are read from the history store, so a page's cost
+/// follows the page size rather than the number of targets; the banner, the group summaries
+/// and the counts still cover every target the page selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slice {
+    /// Only this group (`?group=`).
+    pub group: Option<String>,
+    /// Only targets that are down or blocked (`?state=failing`).
+    pub failing: bool,
+    /// The page of rows, from 0 (`?p=1` is the first).
+    pub index: usize,
+    /// Rows per page.
+    pub page_size: usize,
+}
+
+impl Slice {
+    /// Every row on one page (the JSON API, tests).
+    pub fn all() -> Slice {
+        Slice {
+            group: None,
+            failing: false,
+            index: 0,
+            page_size: usize::MAX,
+        }
+    }
+
+    /// The slice a query string asks for (`group`, `state=failing`, `p`), with `page_size`
+    /// rows per page; the error says which parameter is wrong.
+    pub fn from_query(
+        q: &std::collections::HashMap<String, String>,
+        page_size: usize,
+    ) -> Result<Slice, String> {
+        let index = match q.get("p") {
+            None => 0,
+            Some(p) => match p.parse::<usize>() {
+                Ok(n) if n >= 1 => n - 1,
+                _ => return Err(format!("invalid page number p={p:?} (1, 2, …)")),
+            },
+        };
+        let failing = match q.get("state").map(String::as_str) {
+            None | Some("") | Some("all") => false,
+            Some("failing") => true,
+            Some(other) => return Err(format!("invalid state={other:?} (all or failing)")),
+        };
+        Ok(Slice {
+            group: q.get("group").cloned(),
+            failing,
+            index,
+            page_size: page_size.max(1),
+        })
+    }
+}
+
+/// A group's counts, over every target of the page (not only the rows shown).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSummary {
+    /// The group's name.
+    pub name: String,
+    /// Targets per state: up, down, blocked, unknown.
+    pub counts: [usize; 4],
+}
+
+impl GroupSummary {
+    /// All its targets.
+    pub fn total(&self) -> usize {
+        self.counts.iter().sum()
+    }
+}
+
+fn state_index(s: State) -> usize {
+    match s {
+        State::Up => 0,
+        State::Down => 1,
+        State::Blocked => 2,
+        State::Unknown => 3,
+    }
+}
+
+/// The most nodes the dependency graph draws; a larger graph is cut to the failing targets and
+/// what they depend on, or left out when even that is larger.
+pub const GRAPH_MAX: usize = 150;
+
+/// Builds the model of `page` with every row (`model_slice` with `Slice::all()`).
 pub fn model(
     page: &Page,
     refresh: Option<Duration>,
@@ -527,23 +647,72 @@ pub fn model(
     history: &dyn HistorySource,
     now: SystemTime,
 ) -> Model {
+    model_slice(page, refresh, targets, history, now, &Slice::all())
+}
+
+/// The group a target falls in on `page`.
+fn group_of(page: &Page, t: &Target) -> String {
+    match &page.group_by {
+        None => String::new(),
+        Some(label) => t
+            .labels
+            .iter()
+            .find(|(k, _)| k == label)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "Other".into()),
+    }
+}
+
+/// Builds the model of `page` from the targets' live views and the history, with the rows of
+/// `slice`.
+pub fn model_slice(
+    page: &Page,
+    refresh: Option<Duration>,
+    targets: &[TargetView],
+    history: &dyn HistorySource,
+    now: SystemTime,
+    slice: &Slice,
+) -> Model {
     let views: Vec<&TargetView> = targets
         .iter()
         .filter(|v| selected(page, &v.target))
         .collect();
     let names: BTreeSet<&str> = views.iter().map(|v| v.target.name.as_str()).collect();
-    let mut groups: BTreeMap<String, Vec<Row>> = BTreeMap::new();
-    for v in &views {
+    // Every target with its group, in page order: groups by name with "Other" last, rows by name.
+    let mut placed: Vec<(String, &TargetView)> = views
+        .iter()
+        .map(|v| (group_of(page, &v.target), *v))
+        .collect();
+    placed.sort_by(|a, b| {
+        (a.0 == "Other", &a.0, &a.1.target.name).cmp(&(b.0 == "Other", &b.0, &b.1.target.name))
+    });
+    let mut summaries: Vec<GroupSummary> = Vec::new();
+    for (g, v) in &placed {
+        if summaries.last().is_none_or(|s| &s.name != g) {
+            summaries.push(GroupSummary {
+                name: g.clone(),
+                counts: [0; 4],
+            });
+        }
+        if let Some(s) = summaries.last_mut() {
+            s.counts[state_index(v.health.state)] += 1;
+        }
+    }
+    let matching: Vec<&(String, &TargetView)> = placed
+        .iter()
+        .filter(|(g, v)| {
+            slice.group.as_ref().is_none_or(|want| want == g)
+                && (!slice.failing || matches!(v.health.state, State::Down | State::Blocked))
+        })
+        .collect();
+    let size = slice.page_size.max(1);
+    let pages = matching.len().div_ceil(size).max(1);
+    let index = slice.index.min(pages - 1);
+    let first = index.saturating_mul(size).min(matching.len());
+    let last = first.saturating_add(size).min(matching.len());
+    let mut groups: Vec<Group> = Vec::new();
+    for (group, v) in &matching[first..last] {
         let t = &v.target;
-        let group = match &page.group_by {
-            None => String::new(),
-            Some(label) => t
-                .labels
-                .iter()
-                .find(|(k, _)| k == label)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| "Other".into()),
-        };
         let h = history.row(&t.name);
         let row = Row {
             name: t.name.clone(),
@@ -563,17 +732,14 @@ pub fn model(
             last_duration: v.last.as_ref().map(|r| r.duration),
             slo: SloView::of(v),
         };
-        groups.entry(group).or_default().push(row);
+        match groups.last_mut() {
+            Some(g) if &g.name == group => g.rows.push(row),
+            _ => groups.push(Group {
+                name: group.clone(),
+                rows: vec![row],
+            }),
+        }
     }
-    let mut groups: Vec<Group> = groups
-        .into_iter()
-        .map(|(name, mut rows)| {
-            rows.sort_by(|a, b| a.name.cmp(&b.name));
-            Group { name, rows }
-        })
-        .collect();
-    // "Other" last.
-    groups.sort_by_key(|g| (g.name == "Other", g.name.clone()));
 
     let failing = views
         .iter()
@@ -596,45 +762,133 @@ pub fn model(
         .map(|v| Cause {
             name: v.target.name.clone(),
             since: v.health.since,
-            affected: views
-                .iter()
-                .filter(|o| {
-                    o.health.state == State::Blocked
-                        && o.health.root_causes.contains(&v.target.name)
-                })
-                .map(|o| o.target.name.clone())
-                .collect(),
+            affected: Vec::new(),
         })
         .collect();
     causes.sort_by(|a, b| a.name.cmp(&b.name));
+    for v in &views {
+        if v.health.state != State::Blocked {
+            continue;
+        }
+        for r in &v.health.root_causes {
+            if let Ok(i) = causes.binary_search_by(|c| c.name.as_str().cmp(r)) {
+                causes[i].affected.push(v.target.name.clone());
+            }
+        }
+    }
     for c in &mut causes {
         c.affected.sort();
     }
-    let graph = views
-        .iter()
-        .map(|v| {
-            (
-                v.target.name.clone(),
-                v.health.state,
-                v.health.state == State::Down,
-                v.target
-                    .depends_on
-                    .iter()
-                    .filter(|d| names.contains(d.as_str()))
-                    .cloned()
-                    .collect(),
-            )
-        })
-        .collect();
+    let (graph, graph_note) = graph_of(&views, &names);
     Model {
         page: page.clone(),
         now,
         overall,
         causes,
+        failing,
+        summaries,
+        slice: Slice {
+            index,
+            page_size: size,
+            ..slice.clone()
+        },
+        shown: (first, last, matching.len()),
+        pages,
         groups,
         graph,
+        graph_note,
         refresh,
     }
+}
+
+type Node = (String, State, bool, Vec<String>);
+
+/// The graph of the page's targets, at most `GRAPH_MAX` nodes: all of them, else the failing
+/// ones with what they depend on, else none with a note saying why.
+fn graph_of(views: &[&TargetView], names: &BTreeSet<&str>) -> (Vec<Node>, Option<String>) {
+    let node = |v: &TargetView| -> Node {
+        (
+            v.target.name.clone(),
+            v.health.state,
+            v.health.state == State::Down,
+            v.target
+                .depends_on
+                .iter()
+                .filter(|d| names.contains(d.as_str()))
+                .cloned()
+                .collect(),
+        )
+    };
+    if views.len() <= GRAPH_MAX {
+        return (views.iter().map(|v| node(v)).collect(), None);
+    }
+    let edges = views
+        .iter()
+        .filter(|v| {
+            v.target
+                .depends_on
+                .iter()
+                .any(|d| names.contains(d.as_str()))
+        })
+        .count();
+    if edges == 0 {
+        return (Vec::new(), None);
+    }
+    // The failing targets and, transitively, what they depend on.
+    let by_name: BTreeMap<&str, &TargetView> =
+        views.iter().map(|v| (v.target.name.as_str(), *v)).collect();
+    let mut keep: BTreeSet<&str> = BTreeSet::new();
+    let mut todo: Vec<&str> = views
+        .iter()
+        .filter(|v| matches!(v.health.state, State::Down | State::Blocked))
+        .map(|v| v.target.name.as_str())
+        .collect();
+    while let Some(n) = todo.pop() {
+        if keep.len() > GRAPH_MAX {
+            break;
+        }
+        if !keep.insert(n) {
+            continue;
+        }
+        if let Some(v) = by_name.get(n) {
+            todo.extend(
+                v.target
+                    .depends_on
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|d| by_name.contains_key(d)),
+            );
+        }
+    }
+    let total = views.len();
+    if keep.is_empty() {
+        return (
+            Vec::new(),
+            Some(format!(
+                "The graph of {total} targets is too large to draw; nothing fails, and each target's page shows its dependencies."
+            )),
+        );
+    }
+    if keep.len() > GRAPH_MAX {
+        return (
+            Vec::new(),
+            Some(format!(
+                "The graph of {total} targets is too large to draw, and so is its failing part (over {GRAPH_MAX} targets); each target's page shows its dependencies."
+            )),
+        );
+    }
+    let nodes: Vec<Node> = keep
+        .iter()
+        .filter_map(|n| by_name.get(n))
+        .map(|v| node(v))
+        .collect();
+    let shown = nodes.len();
+    (
+        nodes,
+        Some(format!(
+            "The failing part of the graph: {shown} of {total} targets."
+        )),
+    )
 }
 
 /// An objective as JSON: `budget_remaining` and `burn_rate` are null until computed.
@@ -657,8 +911,12 @@ pub fn render_page(
     history: &dyn HistorySource,
     base: &str,
     now: SystemTime,
+    slice: &Slice,
 ) -> String {
-    page_html(&model(page, refresh, targets, history, now), base)
+    page_html(
+        &model_slice(page, refresh, targets, history, now, slice),
+        base,
+    )
 }
 
 /// The page's model as JSON (`/api/v1/status`).
@@ -669,6 +927,21 @@ pub fn model_json(m: &Model) -> serde_json::Value {
         "title": m.page.title,
         "generated": crate::alerts::rfc3339(m.now),
         "overall": m.overall.as_str(),
+        "failing": m.failing,
+        "rows": {
+            "first": m.shown.0,
+            "last": m.shown.1,
+            "total": m.shown.2,
+            "page": m.slice.index + 1,
+            "pages": m.pages,
+        },
+        "group_counts": m.summaries.iter().map(|s| serde_json::json!({
+            "name": s.name,
+            "up": s.counts[0],
+            "down": s.counts[1],
+            "blocked": s.counts[2],
+            "unknown": s.counts[3],
+        })).collect::<Vec<_>>(),
         "causes": m.causes.iter().map(|c| serde_json::json!({
             "target": c.name,
             "since": time(c.since),

@@ -64,16 +64,20 @@ fn not_found(what: &str) -> Response {
     (StatusCode::NOT_FOUND, format!("{what}\n")).into_response()
 }
 
-async fn render(state: &Arc<AppState>, name: &str) -> Response {
+async fn render(state: &Arc<AppState>, name: &str, q: &HashMap<String, String>) -> Response {
     let config = state.config.load_full();
     let Some(p) = config.status.page(name).cloned() else {
         return not_found(&format!("no status page {name:?}"));
+    };
+    let slice = match page::Slice::from_query(q, config.status.page_size) {
+        Ok(s) => s,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
     let views = views(state);
     let base = format!("{}/status", state.prefix);
     let refresh = config.status.refresh;
     match with_history(state, move |h| {
-        page::render_page(&p, refresh, &views, h, &base, SystemTime::now())
+        page::render_page(&p, refresh, &views, h, &base, SystemTime::now(), &slice)
     })
     .await
     {
@@ -82,14 +86,21 @@ async fn render(state: &Arc<AppState>, name: &str) -> Response {
     }
 }
 
-/// `GET /status`.
-pub async fn default_page(State(state): State<Arc<AppState>>) -> Response {
-    render(&state, "").await
+/// `GET /status[?group=G&state=failing&p=N]`.
+pub async fn default_page(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    render(&state, "", &q).await
 }
 
-/// `GET /status/<page>`.
-pub async fn page(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
-    render(&state, &name).await
+/// `GET /status/<page>[?group=G&state=failing&p=N]`.
+pub async fn page(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    render(&state, &name, &q).await
 }
 
 /// `GET /status/target/<name>`: one target's page (not on public pages' links, but reachable:
@@ -111,7 +122,8 @@ pub async fn target(State(state): State<Arc<AppState>>, Path(name): Path<String>
     }
 }
 
-/// `GET /api/v1/status?page=NAME`: a page's model as JSON.
+/// `GET /api/v1/status?page=NAME[&group=G&state=failing&p=N]`: a page's model as JSON, every
+/// row unless `p` asks for one page of them.
 pub async fn api(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
@@ -121,9 +133,26 @@ pub async fn api(
     let Some(p) = config.status.page(name).cloned() else {
         return not_found(&format!("no status page {name:?}"));
     };
+    let size = if q.contains_key("p") {
+        config.status.page_size
+    } else {
+        usize::MAX
+    };
+    let slice = match page::Slice::from_query(&q, size) {
+        Ok(s) => s,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
     let views = views(&state);
     match with_history(&state, move |h| {
-        page::model_json(&page::model(&p, None, &views, h, SystemTime::now())).to_string()
+        page::model_json(&page::model_slice(
+            &p,
+            None,
+            &views,
+            h,
+            SystemTime::now(),
+            &slice,
+        ))
+        .to_string()
     })
     .await
     {

@@ -528,10 +528,14 @@ pub fn page_html(m: &Model, base: &str) -> String {
         m.overall.as_str()
     );
     for c in &m.causes {
-        let affected = if c.affected.is_empty() {
-            String::new()
-        } else {
-            format!("{} affected — ", c.affected.join(", "))
+        let affected = match c.affected.len() {
+            0 => String::new(),
+            n if n <= AFFECTED_NAMED => format!("{} affected — ", c.affected.join(", ")),
+            n => format!(
+                "{} and {} more affected — ",
+                c.affected[..AFFECTED_NAMED].join(", "),
+                n - AFFECTED_NAMED
+            ),
         };
         let _ = write!(
             out,
@@ -541,7 +545,41 @@ pub fn page_html(m: &Model, base: &str) -> String {
             esc(&since(c.since, m.now))
         );
     }
+    let here = if m.page.name.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}/{}", seg(&m.page.name))
+    };
+    let whole = m
+        .summaries
+        .iter()
+        .map(super::GroupSummary::total)
+        .sum::<usize>();
+    // Down or blocked among the rows the filter covers (the page's, or the group's).
+    let failing = match &m.slice.group {
+        None => m.failing,
+        Some(g) => m
+            .summaries
+            .iter()
+            .find(|s| &s.name == g)
+            .map_or(0, |s| s.counts[1] + s.counts[2]),
+    };
+    if failing > 0 && !m.slice.failing && m.shown.2 > m.shown.1 - m.shown.0 {
+        let _ = write!(
+            out,
+            "<p class=\"cause\"><a href=\"{}\">Show the {failing} failing target{}</a></p>",
+            esc(&query(&here, m.slice.group.as_deref(), true, 0)),
+            if failing == 1 { "" } else { "s" }
+        );
+    }
     out.push_str("</section>");
+    let sliced = m.pages > 1 || m.slice.group.is_some() || m.slice.failing;
+    if sliced {
+        pager(&mut out, m, &here, whole);
+        if m.summaries.len() > 1 {
+            groups_table(&mut out, m, &here);
+        }
+    }
     let slo_column = m
         .groups
         .iter()
@@ -549,7 +587,11 @@ pub fn page_html(m: &Model, base: &str) -> String {
     let mut first = true;
     for g in &m.groups {
         if !g.name.is_empty() {
-            let _ = write!(out, "<h2>{}</h2>", esc(&g.name));
+            let _ = write!(out, "<h2>{}", esc(&g.name));
+            if sliced && let Some(s) = m.summaries.iter().find(|s| s.name == g.name) {
+                let _ = write!(out, " <span class=\"muted\">{}</span>", esc(&counts(s)));
+            }
+            out.push_str("</h2>");
         }
         out.push_str("<table><thead><tr><th scope=\"col\">Target</th><th scope=\"col\">State</th>");
         for (w, _) in WINDOWS {
@@ -566,8 +608,14 @@ pub fn page_html(m: &Model, base: &str) -> String {
         }
         out.push_str("</tbody></table>");
     }
-    if m.graph.iter().any(|n| !n.3.is_empty()) {
+    if sliced && m.pages > 1 {
+        pager(&mut out, m, &here, whole);
+    }
+    if m.graph.iter().any(|n| !n.3.is_empty()) || m.graph_note.is_some() {
         out.push_str("<h2>Dependencies</h2>");
+        if let Some(note) = &m.graph_note {
+            let _ = write!(out, "<p class=\"muted\">{}</p>", esc(note));
+        }
         graph_svg(&mut out, &m.graph);
     }
     let _ = writeln!(
@@ -586,6 +634,121 @@ pub fn page_html(m: &Model, base: &str) -> String {
         env!("CARGO_PKG_VERSION")
     );
     out
+}
+
+/// How many of a root cause's blocked targets the banner names.
+const AFFECTED_NAMED: usize = 10;
+
+/// The page at `here` with a group, the failing filter and a page index (0-based).
+fn query(here: &str, group: Option<&str>, failing: bool, index: usize) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(g) = group {
+        q.append_pair("group", g);
+    }
+    if failing {
+        q.append_pair("state", "failing");
+    }
+    if index > 0 {
+        q.append_pair("p", &(index + 1).to_string());
+    }
+    let q = q.finish();
+    if q.is_empty() {
+        here.to_owned()
+    } else {
+        format!("{here}?{q}")
+    }
+}
+
+/// "500 targets: 480 up, 12 down, 8 blocked".
+fn counts(s: &super::GroupSummary) -> String {
+    let mut out = format!(
+        "{} target{}",
+        s.total(),
+        if s.total() == 1 { "" } else { "s" }
+    );
+    let parts: Vec<String> = [State::Up, State::Down, State::Blocked, State::Unknown]
+        .iter()
+        .zip(s.counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(st, n)| format!("{n} {}", st.as_str()))
+        .collect();
+    if !parts.is_empty() {
+        out.push_str(": ");
+        out.push_str(&parts.join(", "));
+    }
+    out
+}
+
+/// "Rows 101–200 of 10000 · failing only · ‹ Previous · Page 2 of 100 · Next › · All targets".
+fn pager(out: &mut String, m: &Model, here: &str, whole: usize) {
+    let (first, last, total) = m.shown;
+    let group = m.slice.group.as_deref();
+    out.push_str("<nav class=\"card\" aria-label=\"Pages of rows\">");
+    if total == 0 {
+        out.push_str("No targets match");
+    } else {
+        let _ = write!(out, "Rows {}–{last} of {total}", first + 1);
+    }
+    if let Some(g) = group {
+        let _ = write!(
+            out,
+            " in {}",
+            esc(if g.is_empty() { "(no group)" } else { g })
+        );
+    }
+    if m.slice.failing {
+        out.push_str(", down or blocked");
+    }
+    if m.slice.index > 0 {
+        let _ = write!(
+            out,
+            " · <a href=\"{}\" rel=\"prev\">‹ Previous</a>",
+            esc(&query(here, group, m.slice.failing, m.slice.index - 1))
+        );
+    }
+    if m.pages > 1 {
+        let _ = write!(out, " · page {} of {}", m.slice.index + 1, m.pages);
+    }
+    if m.slice.index + 1 < m.pages {
+        let _ = write!(
+            out,
+            " · <a href=\"{}\" rel=\"next\">Next ›</a>",
+            esc(&query(here, group, m.slice.failing, m.slice.index + 1))
+        );
+    }
+    if group.is_some() || m.slice.failing {
+        let _ = write!(out, " · <a href=\"{}\">All {whole} targets</a>", esc(here));
+    }
+    out.push_str("</nav>");
+}
+
+/// The groups with their counts, each linking to its rows.
+fn groups_table(out: &mut String, m: &Model, here: &str) {
+    out.push_str("<h2>Groups</h2><table><thead><tr><th scope=\"col\">Group</th><th scope=\"col\">Targets</th></tr></thead><tbody>");
+    for s in &m.summaries {
+        let worst = if s.counts[1] > 0 {
+            State::Down
+        } else if s.counts[2] > 0 {
+            State::Blocked
+        } else if s.counts[0] > 0 {
+            State::Up
+        } else {
+            State::Unknown
+        };
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"{}\">{}</a></td><td>{} <span class=\"muted\">{}</span></td></tr>",
+            esc(&query(here, Some(&s.name), false, 0)),
+            esc(if s.name.is_empty() {
+                "(no group)"
+            } else {
+                &s.name
+            }),
+            pill(worst),
+            esc(&counts(s))
+        );
+    }
+    out.push_str("</tbody></table>");
 }
 
 /// A latency chart (p50, p95, max) over time.

@@ -327,3 +327,202 @@ fn page_names_are_validated() {
     let _ = BTreeMap::<String, String>::new();
     let _ = Arc::new(());
 }
+
+#[test]
+fn a_page_larger_than_its_page_size_is_sliced_and_links_its_other_pages() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_300_000);
+    let s = spec("{group_by: group, page_size: 2}");
+    assert_eq!(s.page_size, 2);
+    let all = targets(now);
+    let q = |pairs: &[(&str, &str)]| {
+        let q: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Slice::from_query(&q, s.page_size)
+    };
+    // Order: apps (grafana, teslamate), data (postgres), Other (wiki).
+    let m = model_slice(&s.pages[0], None, &all, &Fixed(now), now, &q(&[]).unwrap());
+    assert_eq!((m.shown, m.pages), ((0, 2, 4), 2));
+    let names: Vec<&str> = m
+        .groups
+        .iter()
+        .flat_map(|g| g.rows.iter().map(|r| r.name.as_str()))
+        .collect();
+    assert_eq!(names, ["grafana", "teslamate"]);
+    // The banner and the group counts still cover every target.
+    assert_eq!(m.failing, 3);
+    assert_eq!(m.causes[0].affected, ["grafana", "teslamate"]);
+    let counts: Vec<(&str, [usize; 4])> = m
+        .summaries
+        .iter()
+        .map(|g| (g.name.as_str(), g.counts))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("apps", [0, 0, 2, 0]),
+            ("data", [0, 1, 0, 0]),
+            ("Other", [1, 0, 0, 0])
+        ]
+    );
+    let html = page_html(&m, "/status");
+    assert!(
+        html.contains(
+            "Rows 1–2 of 4 · page 1 of 2 · <a href=\"/status?p=2\" rel=\"next\">Next ›</a>"
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains("<a href=\"/status?state=failing\">Show the 3 failing targets</a>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<a href=\"/status?group=Other\">Other</a>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<h2>apps <span class=\"muted\">2 targets: 2 blocked</span></h2>"),
+        "{html}"
+    );
+    assert_eq!(html.matches("class=\"bars\"").count(), 2);
+
+    // The last page; a page past the end shows the last one.
+    for p in ["2", "9"] {
+        let m = model_slice(
+            &s.pages[0],
+            None,
+            &all,
+            &Fixed(now),
+            now,
+            &q(&[("p", p)]).unwrap(),
+        );
+        assert_eq!((m.shown, m.slice.index), ((2, 4, 4), 1), "p={p}");
+        let html = page_html(&m, "/status");
+        assert!(
+            html.contains("<a href=\"/status\" rel=\"prev\">‹ Previous</a>"),
+            "{html}"
+        );
+        assert!(!html.contains("rel=\"next\""), "{html}");
+    }
+
+    // Filters: one group, and only the failing targets.
+    let m = model_slice(
+        &s.pages[0],
+        None,
+        &all,
+        &Fixed(now),
+        now,
+        &q(&[("group", "Other")]).unwrap(),
+    );
+    assert_eq!((m.shown, m.pages), ((0, 1, 1), 1));
+    assert_eq!(m.groups[0].rows[0].name, "wiki");
+    assert!(page_html(&m, "/status").contains("<a href=\"/status\">All 4 targets</a>"));
+    let m = model_slice(
+        &s.pages[0],
+        None,
+        &all,
+        &Fixed(now),
+        now,
+        &q(&[("state", "failing"), ("p", "2")]).unwrap(),
+    );
+    assert_eq!(m.shown, (2, 3, 3));
+    assert_eq!(m.groups[0].rows[0].name, "postgres");
+    let html = page_html(&m, "/status");
+    assert!(
+        html.contains("<a href=\"/status?state=failing\" rel=\"prev\">"),
+        "{html}"
+    );
+    assert_eq!(model_json(&m)["rows"]["total"], 3);
+
+    // Bad parameters are refused with the reason.
+    assert!(q(&[("p", "0")]).unwrap_err().contains("p=\"0\""));
+    assert!(q(&[("p", "x")]).is_err());
+    assert!(q(&[("state", "up")]).unwrap_err().contains("state=\"up\""));
+    let section: Section = serde_norway::from_str("{page_size: 0}").unwrap();
+    assert_eq!(Spec::build(&section).unwrap_err().path, "page_size");
+
+    // Within the page size, one page and no pager.
+    let m = model(
+        &spec("{group_by: group}").pages[0],
+        None,
+        &all,
+        &Fixed(now),
+        now,
+    );
+    assert_eq!((m.shown, m.pages), ((0, 4, 4), 1));
+    assert!(!page_html(&m, "/status").contains("Rows 1–"));
+}
+
+#[test]
+fn a_graph_over_its_limit_is_cut_to_what_fails() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_300_000);
+    let mut yaml = String::from("modules:\n  tcp: {prober: tcp}\ntargets:\n");
+    for i in 0..GRAPH_MAX + 50 {
+        yaml.push_str(&format!(
+            "- {{name: t{i}, module: tcp, target: 'h:{}'",
+            1000 + i
+        ));
+        if i >= 10 {
+            yaml.push_str(&format!(", depends_on: [t{}]", i % 10));
+        }
+        yaml.push_str("}\n");
+    }
+    let config = crate::config::parse(&yaml, "g.yml".as_ref()).unwrap();
+    let mut views: Vec<TargetView> = config
+        .targets
+        .targets()
+        .iter()
+        .map(|t| TargetView {
+            target: t.clone(),
+            health: crate::schedule::TargetHealth {
+                state: State::Up,
+                since: Some(now),
+                root_causes: Vec::new(),
+                last_failure: None,
+                changes: 1,
+            },
+            last: None,
+            slo: None,
+        })
+        .collect();
+    let page = &Spec::default().pages[0];
+    let m = model(page, None, &views, &NoHistory, now);
+    assert!(m.graph.is_empty());
+    assert!(
+        m.graph_note.as_deref().unwrap().contains("nothing fails"),
+        "{:?}",
+        m.graph_note
+    );
+    assert!(page_html(&m, "/status").contains("too large to draw"));
+    // t3 down, t13 and t23 blocked by it: those three are drawn, t13's edge to t3 with them.
+    for (i, v) in views.iter_mut().enumerate() {
+        if i == 3 {
+            v.health.state = State::Down;
+        } else if i == 13 || i == 23 {
+            v.health.state = State::Blocked;
+            v.health.root_causes = vec!["t3".into()];
+        }
+    }
+    let m = model(page, None, &views, &NoHistory, now);
+    let mut drawn: Vec<&str> = m.graph.iter().map(|n| n.0.as_str()).collect();
+    drawn.sort();
+    assert_eq!(drawn, ["t13", "t23", "t3"]);
+    assert_eq!(
+        m.graph_note.as_deref(),
+        Some("The failing part of the graph: 3 of 200 targets.")
+    );
+    assert!(page_html(&m, "/status").contains("<title>t3: down (root cause)</title>"));
+    // Too many failing: nothing drawn, and the note says so.
+    for v in views.iter_mut().skip(10) {
+        v.health.state = State::Blocked;
+    }
+    let m = model(page, None, &views, &NoHistory, now);
+    assert!(m.graph.is_empty());
+    assert!(
+        m.graph_note
+            .as_deref()
+            .unwrap()
+            .contains("so is its failing part")
+    );
+}
