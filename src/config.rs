@@ -50,6 +50,10 @@ pub struct RawConfig {
     /// the cloud metadata addresses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_access: Option<crate::access::Section>,
+    /// How many `/probe` requests run at once and how fast a client may send them (a lookout
+    /// extension); without it, `limits::MAX_IN_FLIGHT` at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_limits: Option<crate::limits::Section>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -72,6 +76,8 @@ pub struct Config {
     pub history: crate::history::Settings,
     /// What `/probe` requests may reach.
     pub probe_access: Arc<crate::access::Policy>,
+    /// How many `/probe` requests may run.
+    pub probe_limits: crate::limits::Spec,
     /// The file it came from (`EMBEDDED_NAME` for the built-in default).
     pub file: PathBuf,
     /// Every file the load read (this one, and the files it names), with their bytes: a reload
@@ -91,6 +97,7 @@ struct RawExtensions {
     status: crate::status::Section,
     history: crate::history::Section,
     probe_access: Option<crate::access::Section>,
+    probe_limits: Option<crate::limits::Section>,
 }
 
 impl Config {
@@ -109,6 +116,7 @@ impl Config {
             status: self.raw_extensions.status.clone(),
             history: self.raw_extensions.history.clone(),
             probe_access: self.raw_extensions.probe_access.clone(),
+            probe_limits: self.raw_extensions.probe_limits.clone(),
         };
         serde_norway::to_string(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -299,6 +307,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             e.message,
         )
     })?;
+    let probe_limits = crate::limits::Spec::build(raw.probe_limits.as_ref()).map_err(|e| {
+        let e = e.within("probe_limits");
+        error(
+            locate_section_field(text, "probe_limits", &e.path),
+            e.path,
+            e.message,
+        )
+    })?;
     Ok(Config {
         modules,
         targets: Arc::new(set),
@@ -306,6 +322,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         status: Arc::new(status),
         history,
         probe_access: Arc::new(probe_access),
+        probe_limits,
         file: path.to_path_buf(),
         inputs: Vec::new(),
         raw_extensions: RawExtensions {
@@ -316,6 +333,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             status: raw.status,
             history: raw.history,
             probe_access: raw.probe_access,
+            probe_limits: raw.probe_limits,
         },
     })
 }

@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod history;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
@@ -157,6 +158,7 @@ impl App {
             prefix: normalise_prefix(&cli.route_prefix()),
             external_url: external_url.clone(),
             openmetrics: cli.enable_openmetrics,
+            limiter: Arc::default(),
         });
         let web = match cli.web_config() {
             None => None,

@@ -14,7 +14,6 @@ use axum::Router;
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -142,11 +141,11 @@ async fn accept(
         connections.spawn(async move {
             let _ = stream.set_nodelay(true);
             match web.filter(|w| w.tls()) {
-                None => connection(TokioIo::new(stream), app, false, stop).await,
+                None => connection(TokioIo::new(stream), app, peer, false, stop).await,
                 Some(web) => {
                     if let Some(stream) = handshake(stream, peer, &web, &stop).await {
                         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                        connection(TokioIo::new(stream), app, h2, stop).await;
+                        connection(TokioIo::new(stream), app, peer, h2, stop).await;
                     }
                 }
             }
@@ -237,11 +236,20 @@ fn looks_like_http(first: &[u8]) -> bool {
         .any(|m| m.starts_with(first) || first.starts_with(m))
 }
 
+/// The peer of the connection a request came on (what `probe_limits` counts per client).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// Serves HTTP on one connection: HTTP/2 when TLS negotiated it, HTTP/1.1 otherwise (as Go's
 /// server, which never speaks HTTP/2 over plain TCP). On `stop`, the connection finishes its
 /// open requests and closes.
-async fn connection<I>(io: TokioIo<I>, app: Router, h2: bool, stop: CancellationToken)
-where
+async fn connection<I>(
+    io: TokioIo<I>,
+    app: Router,
+    peer: std::net::SocketAddr,
+    h2: bool,
+    stop: CancellationToken,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let builder = Builder::new(TokioExecutor::new());
@@ -250,7 +258,13 @@ where
     } else {
         builder.http1_only()
     };
-    let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+    // Each request carries its connection's peer.
+    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(Peer(peer));
+        let mut app = app.clone();
+        async move { tower::Service::call(&mut app, req).await }
+    });
+    let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}

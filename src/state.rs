@@ -43,4 +43,6 @@ pub struct State {
     pub external_url: Option<String>,
     /// `--web.enable-openmetrics`: answer OpenMetrics when the scrape asks for it.
     pub openmetrics: bool,
+    /// The counters behind `probe_limits`.
+    pub limiter: Arc<crate::limits::Limiter>,
 }

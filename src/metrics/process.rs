@@ -61,6 +61,15 @@ static ACCESS_REFUSED: Family = Family {
     help: "/probe requests refused by probe_access, by reason (deny_rule, metadata, default_deny).",
     kind: Kind::Counter,
 };
+static LIMITED: Family = Family {
+    name: "lookout_probe_limited_total",
+    help: "/probe requests refused by probe_limits with 429, by reason (rate, client_in_flight, in_flight).",
+    kind: Kind::Counter,
+};
+static IN_FLIGHT: Family = Family::gauge(
+    "lookout_probe_in_flight",
+    "/probe probes running now (probe_limits.max_in_flight caps it).",
+);
 static CPU: Family = Family {
     name: "process_cpu_seconds_total",
     help: "Total user and system CPU time spent in seconds.",
@@ -95,6 +104,8 @@ pub struct SelfMetrics {
     failures: Mutex<Counts>,
     /// `/probe` requests refused by `probe_access`, indexed as `Reason::ALL`.
     access_refused: [AtomicU64; 3],
+    /// `/probe` requests refused by `probe_limits`, indexed as `Limited::ALL`.
+    limited: [AtomicU64; 3],
 }
 
 /// Counts by module, then by a label value.
@@ -123,6 +134,7 @@ impl Default for SelfMetrics {
             probes: Mutex::default(),
             failures: Mutex::default(),
             access_refused: Default::default(),
+            limited: Default::default(),
         }
     }
 }
@@ -156,6 +168,16 @@ impl SelfMetrics {
         }
     }
 
+    /// Counts a `/probe` request that `probe_limits` refused.
+    pub fn record_limited(&self, reason: crate::limits::Limited) {
+        if let Some(i) = crate::limits::Limited::ALL
+            .iter()
+            .position(|r| *r == reason)
+        {
+            self.limited[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a finished probe: `/probe` requests by module and result, failures (of `/probe`
     /// and scheduled probes alike) by module and reason, panics.
     fn record_probe(&self, module: &str, via_probe_endpoint: bool, reason: Option<&'static str>) {
@@ -182,8 +204,9 @@ impl SelfMetrics {
         }
     }
 
-    /// The current values as a report, ready for exposition.
-    pub fn snapshot(&self) -> Report {
+    /// The current values as a report, ready for exposition, with `in_flight` `/probe` probes
+    /// running.
+    pub fn snapshot(&self, in_flight: usize) -> Report {
         let mut r = Report::new();
         r.set_labeled(
             &BUILD_INFO,
@@ -242,6 +265,14 @@ impl SelfMetrics {
                 n.load(Ordering::Relaxed) as f64,
             );
         }
+        for (reason, n) in crate::limits::Limited::ALL.iter().zip(&self.limited) {
+            r.set_labeled(
+                &LIMITED,
+                &[("reason", reason.as_str())],
+                n.load(Ordering::Relaxed) as f64,
+            );
+        }
+        r.set(&IN_FLIGHT, in_flight as f64);
         process_metrics(&mut r);
         r
     }

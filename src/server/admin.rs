@@ -76,7 +76,7 @@ fn with_parts<T>(
     state: &AppState,
     f: impl FnOnce(&[(&[(String, String)], &crate::probe::report::Report)]) -> T,
 ) -> T {
-    let own = state.metrics.snapshot();
+    let own = state.metrics.snapshot(state.limiter.in_flight());
     let bus = state.results.metrics();
     let alerts = state.alerts.metrics();
     let scheduler = state.scheduler.self_metrics();

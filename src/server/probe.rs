@@ -30,6 +30,8 @@ pub enum ProbeRequestError {
         configured: String,
         requested: String,
     },
+    /// `probe_limits` turned the request away: 429 with `Retry-After`, before any probe work.
+    Limited(crate::limits::Refusal),
     /// `probe_access` refused an address the probe was about to dial: 403, with the reason,
     /// and with `debug=true` the probe's debug text after it.
     Refused {
@@ -41,6 +43,17 @@ pub enum ProbeRequestError {
 impl IntoResponse for ProbeRequestError {
     fn into_response(self) -> Response {
         let (status, text) = match self {
+            ProbeRequestError::Limited(r) => {
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [
+                        (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+                        (header::RETRY_AFTER, r.retry_after.to_string()),
+                    ],
+                    format!("Probe refused by probe_limits: {r}\n"),
+                )
+                    .into_response();
+            }
             ProbeRequestError::Refused { reason, debug } => (
                 StatusCode::FORBIDDEN,
                 match debug {
@@ -106,6 +119,7 @@ pub fn probe_timeout(
 /// Handles `GET /probe`.
 pub async fn handle(
     State(state): State<Arc<AppState>>,
+    peer: Option<axum::Extension<super::Peer>>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, ProbeRequestError> {
@@ -145,6 +159,20 @@ pub async fn handle(
         hostname = Some(h.clone());
     }
 
+    // Limits last among the checks, so a bad request still gets its 400, and before anything
+    // is resolved or dialled. The permit is held until the answer is built.
+    let _permit = state
+        .limiter
+        .acquire(
+            &config.probe_limits,
+            peer.map(|p| p.0.0.ip()),
+            std::time::Instant::now(),
+        )
+        .map_err(|r| {
+            state.metrics.record_limited(r.reason);
+            tracing::debug!(module = %module_name, target = %target, reason = r.reason.as_str(), "Probe refused by probe_limits");
+            ProbeRequestError::Limited(r)
+        })?;
     let deadline =
         Instant::now() + Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::ZERO);
     let req = ProbeRequest {

@@ -37,6 +37,18 @@ impl Bucket {
             false
         }
     }
+
+    /// How long from `now` until there is a token (zero when there is one).
+    pub fn wait(&self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last);
+        let tokens =
+            (self.tokens + elapsed.as_secs_f64() / self.interval.as_secs_f64()).min(self.burst);
+        if tokens >= 1.0 || self.burst < 1.0 {
+            Duration::ZERO
+        } else {
+            self.interval.mul_f64(1.0 - tokens)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ mod hostile;
 mod http;
 /// The ICMP prober on loopback and in network namespaces the tests create.
 mod icmp;
+/// probe_limits: 429 and Retry-After past the per-client and global limits.
+mod limits;
 /// The MQTT prober against a mosquitto the tests start: round trip, ACLs, subscribe mode, TLS.
 mod mqtt;
 /// The postgres prober against real PostgreSQL clusters made per run (Debian's server), TLS

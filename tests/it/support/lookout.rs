@@ -27,6 +27,7 @@ pub struct Answer {
     pub status: u16,
     pub content_type: String,
     pub body: String,
+    pub headers: http::HeaderMap,
 }
 
 /// What Prometheus 2.42 (Debian's) sends as `Accept` on every scrape: OpenMetrics first.
@@ -75,6 +76,7 @@ pub async fn request(
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_owned())
         .unwrap_or_default();
+    let answer_headers = resp.headers().clone();
     let gzipped = resp
         .headers()
         .get("content-encoding")
@@ -92,6 +94,7 @@ pub async fn request(
         status,
         content_type,
         body: String::from_utf8_lossy(&body).into_owned(),
+        headers: answer_headers,
     }
 }
 
