@@ -24,12 +24,25 @@ pub(super) struct Outcome {
 
 /// Evaluates the body regexes on `body`; `Err` names the expression that failed.
 pub(super) fn match_regexes(spec: &Spec, body: &[u8]) -> Result<(), String> {
-    for re in &spec.body_matches {
+    match_lists(&spec.body_matches, &spec.body_not_matches, body)
+}
+
+/// Bodies up to this size are matched on the probe's own task; larger ones on a blocking
+/// thread, so a slow expression on a large body neither stalls a worker nor runs past the
+/// probe's deadline (the probe stops waiting for it there).
+const INLINE_MATCH: usize = 256 * 1024;
+
+fn match_lists(
+    matches: &[crate::values::Regex],
+    not_matches: &[crate::values::Regex],
+    body: &[u8],
+) -> Result<(), String> {
+    for re in matches {
         if re.bytes.is_match(body) {
             return Err(format!("body matched regular expression {:?}", re.as_str()));
         }
     }
-    for re in &spec.body_not_matches {
+    for re in not_matches {
         if !re.bytes.is_match(body) {
             return Err(format!(
                 "body did not match regular expression {:?}",
@@ -49,7 +62,25 @@ pub(super) async fn read(
     match_body: bool,
     report: &mut Report,
 ) -> Outcome {
-    let stream = body.into_data_stream().map_err(io::Error::other);
+    read_stream(
+        spec,
+        body.into_data_stream().map_err(io::Error::other),
+        match_body,
+        report,
+    )
+    .await
+}
+
+/// `read` over any stream of body chunks (the fuzz target's seam).
+pub(super) async fn read_stream<S>(
+    spec: &Spec,
+    stream: S,
+    match_body: bool,
+    report: &mut Report,
+) -> Outcome
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, io::Error>> + Send + Unpin,
+{
     let raw = StreamReader::new(stream);
     let mut reader: Box<dyn AsyncRead + Send + Unpin> = match spec.compression {
         None | Some(Compression::Identity) => Box::new(raw),
@@ -75,6 +106,10 @@ pub(super) async fn read(
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut error = None;
     loop {
+        // Decompressing a bomb from a fast server is all ready work: without spending the
+        // task's budget, the loop would not yield until the body ends, and the probe's
+        // deadline (checked only when its future yields) would pass unnoticed.
+        tokio::task::coop::consume_budget().await;
         buf.clear();
         match reader.read_buf(&mut buf).await {
             Ok(0) => break,
@@ -129,8 +164,15 @@ pub(super) async fn read(
             ),
         ));
         None
-    } else {
+    } else if kept.len() <= INLINE_MATCH {
         Some(match_regexes(spec, &kept))
+    } else {
+        let (m, nm) = (spec.body_matches.clone(), spec.body_not_matches.clone());
+        Some(
+            tokio::task::spawn_blocking(move || match_lists(&m, &nm, &kept))
+                .await
+                .unwrap_or_else(|e| Err(format!("matching the body failed: {e}"))),
+        )
     };
     Outcome { matched, error }
 }
