@@ -19,6 +19,8 @@ pub mod access;
 pub mod alerts;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod history;
 pub mod limits;

@@ -8,6 +8,12 @@
 mod render;
 mod wire;
 
+/// Decodes a DNS reply as the prober does (the DNS reply fuzz target).
+#[doc(hidden)]
+pub fn decode_reply_for_fuzzing(msg: &[u8]) -> bool {
+    wire::decode(msg).is_ok()
+}
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::str::FromStr;

@@ -886,6 +886,23 @@ fn regex_failure(message: String) -> ProbeFailure {
     ProbeFailure::new(FailureKind::Assertion, message)
 }
 
+/// Reads `chunks` as a response body under `spec` (decompression, limits, regexes) and returns
+/// whether the body passed and the uncompressed length counted: the HTTP body fuzz target.
+#[doc(hidden)]
+pub async fn read_body_for_fuzzing(spec: &Spec, chunks: Vec<Bytes>) -> (bool, f64) {
+    let mut report = crate::probe::report::Report::new();
+    let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<Bytes, std::io::Error>));
+    let match_body = !spec.body_matches.is_empty() || !spec.body_not_matches.is_empty();
+    let out = body::read_stream(spec, stream, match_body, &mut report).await;
+    let passed = out.error.is_none() && out.matched.is_none_or(|m| m.is_ok());
+    (
+        passed,
+        report
+            .get(&PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH, &[])
+            .unwrap_or(0.0),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

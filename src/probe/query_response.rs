@@ -46,6 +46,9 @@ impl LineReader {
     ) -> Result<Option<Vec<u8>>, ReadError> {
         loop {
             if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                if i > MAX_LINE {
+                    return Err(ReadError::TooLong);
+                }
                 let mut line: Vec<u8> = self.buf.drain(..=i).collect();
                 line.pop();
                 if line.last() == Some(&b'\r') {
