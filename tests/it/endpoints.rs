@@ -365,3 +365,78 @@ async fn a_client_that_hangs_up_cancels_its_probe() {
         )
         .unwrap();
 }
+
+/// The config rewritten 100 times a second (every third version broken), each write followed
+/// by a reload request while the file watcher also reloads, and `/probe` and `/metrics`
+/// scraped all along: every scrape is answered, every probe of the module all versions share
+/// succeeds, and the last good version is what serves after a broken one comes last.
+#[tokio::test]
+async fn a_reload_storm_loses_no_scrape_and_leaves_the_last_good_config_serving() {
+    let target = HttpTarget::new().route("/", Route::ok("ok")).start().await;
+    let version = |i: usize| {
+        if i % 3 == 2 {
+            format!("modules:\n  base:\n    prober: http\n    bogus_{i}: 1\n")
+        } else {
+            format!(
+                "modules:\n  base:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n  m{i}:\n    prober: tcp\n"
+            )
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let lk =
+        Lookout::start_with_flags(dir, &version(0), &["--config.watch-interval", "10ms"]).await;
+    let (addr, path) = (lk.addr, lk.config_path.clone());
+    let writes = 300;
+    let writer = tokio::spawn(async move {
+        let tmp = path.with_extension("tmp");
+        for i in 1..writes {
+            // Whole files, as an editor or a ConfigMap update leaves them.
+            std::fs::write(&tmp, version(i)).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+            let a = request(addr, "POST", "/-/reload", &[]).await;
+            assert!(
+                a.status == 200 || a.status == 500,
+                "reload answered {}",
+                a.status
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let probe = format!("/probe?module=base&target={}", q(&target.url("/")));
+    let (mut scrapes, mut probes) = (0, 0);
+    while !writer.is_finished() {
+        let m = lk.get("/metrics").await;
+        assert_eq!(m.status, 200);
+        assert!(
+            m.body
+                .contains("blackbox_exporter_config_last_reload_successful ")
+        );
+        scrapes += 1;
+        let p = lk.get(&probe).await;
+        assert_eq!(p.status, 200, "{}", p.body);
+        assert_eq!(
+            Samples::parse(&p.body).value("probe_success"),
+            1.0,
+            "{}",
+            p.body
+        );
+        probes += 1;
+    }
+    writer.await.unwrap();
+    assert!(
+        scrapes > 10 && probes > 10,
+        "{scrapes} scrapes, {probes} probes"
+    );
+    // The last write (299) is broken; 298 is the last good version.
+    assert_eq!((writes - 1) % 3, 2);
+    assert_eq!(request(addr, "POST", "/-/reload", &[]).await.status, 500);
+    let m = Samples::parse(&lk.get("/metrics").await.body);
+    assert_eq!(
+        m.value("blackbox_exporter_config_last_reload_successful"),
+        0.0
+    );
+    let last_good = format!("/probe?module=m{}&target=127.0.0.1:1", writes - 2);
+    assert_eq!(lk.get(&last_good).await.status, 200);
+    let older = format!("/probe?module=m{}&target=127.0.0.1:1", writes - 3);
+    assert_eq!(lk.get(&older).await.status, 400);
+}
