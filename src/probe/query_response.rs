@@ -11,6 +11,9 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Default)]
 pub struct LineReader {
     buf: Vec<u8>,
+    /// How many bytes at the start of `buf` are known to hold no `\n`: each byte is searched
+    /// once, so a line arriving a byte per read costs linear time, not quadratic.
+    scanned: usize,
     eof: bool,
 }
 
@@ -36,6 +39,7 @@ impl LineReader {
     /// Forgets buffered data (after a STARTTLS upgrade, as blackbox starts a new scanner).
     pub fn reset(&mut self) {
         self.buf.clear();
+        self.scanned = 0;
         self.eof = false;
     }
 
@@ -45,10 +49,15 @@ impl LineReader {
         s: &mut S,
     ) -> Result<Option<Vec<u8>>, ReadError> {
         loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+            if let Some(i) = self.buf[self.scanned..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map(|k| self.scanned + k)
+            {
                 if i > MAX_LINE {
                     return Err(ReadError::TooLong);
                 }
+                self.scanned = 0;
                 let mut line: Vec<u8> = self.buf.drain(..=i).collect();
                 line.pop();
                 if line.last() == Some(&b'\r') {
@@ -56,6 +65,7 @@ impl LineReader {
                 }
                 return Ok(Some(line));
             }
+            self.scanned = self.buf.len();
             if self.buf.len() > MAX_LINE {
                 return Err(ReadError::TooLong);
             }
@@ -63,6 +73,7 @@ impl LineReader {
                 if self.buf.is_empty() {
                     return Ok(None);
                 }
+                self.scanned = 0;
                 let mut line = std::mem::take(&mut self.buf);
                 if line.last() == Some(&b'\r') {
                     line.pop();
@@ -99,6 +110,7 @@ impl LineReader {
             return Ok(data);
         }
         let take = n.min(self.buf.len());
+        self.scanned = self.scanned.saturating_sub(take);
         Ok(self.buf.drain(..take).collect())
     }
 }
@@ -121,6 +133,60 @@ mod tests {
 
         let (mut a, mut b) = tokio::io::duplex(1 << 20);
         a.write_all(&vec![b'x'; MAX_LINE + 10]).await.unwrap();
+        let mut r = LineReader::default();
+        assert_eq!(r.next_line(&mut b).await.unwrap_err(), ReadError::TooLong);
+    }
+
+    /// Reads one byte at a time, as a target dripping its answer makes a socket do.
+    struct Drip<'a>(&'a [u8]);
+
+    impl AsyncRead for Drip<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if let Some((first, rest)) = self.0.split_first() {
+                buf.put_slice(&[*first]);
+                self.0 = rest;
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Found by the `lines` fuzz target: each read searched the whole buffer again, so a 64 KiB
+    /// line dripped a byte per read cost about 2·10⁹ comparisons; and a line ending past
+    /// `MAX_LINE` in the same read as the limit was let through.
+    #[tokio::test]
+    async fn a_dripped_line_is_searched_once_and_its_length_is_checked_where_it_ends() {
+        let mut input = vec![b'x'; MAX_LINE];
+        input.extend_from_slice(b"\nnext\n");
+        input.extend(vec![b'y'; MAX_LINE + 1]);
+        input.push(b'\n');
+        let mut src = Drip(&input);
+        let mut r = LineReader::default();
+        assert_eq!(
+            r.next_line(&mut src).await.unwrap().unwrap().len(),
+            MAX_LINE
+        );
+        // Nothing buffered: read_bytes makes one read (one byte here); the rest is a line.
+        assert_eq!(r.read_bytes(&mut src, 2).await.unwrap(), b"n");
+        assert_eq!(r.next_line(&mut src).await.unwrap().unwrap(), b"ext");
+        assert_eq!(r.next_line(&mut src).await.unwrap_err(), ReadError::TooLong);
+        // Bytes searched and still buffered, then taken by read_bytes: the rest is searched.
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(b"abc").await.unwrap();
+        let mut r = LineReader::default();
+        let pending = futures_util::FutureExt::now_or_never(r.next_line(&mut b));
+        assert!(pending.is_none(), "no line yet");
+        assert_eq!(r.read_bytes(&mut b, 2).await.unwrap(), b"ab");
+        a.write_all(b"d\n").await.unwrap();
+        assert_eq!(r.next_line(&mut b).await.unwrap().unwrap(), b"cd");
+        // One read holding a line of MAX_LINE + 1 bytes and its end.
+        let mut long = vec![b'z'; MAX_LINE + 1];
+        long.push(b'\n');
+        let (mut a, mut b) = tokio::io::duplex(1 << 20);
+        a.write_all(&long).await.unwrap();
         let mut r = LineReader::default();
         assert_eq!(r.next_line(&mut b).await.unwrap_err(), ReadError::TooLong);
     }
