@@ -34,6 +34,11 @@ pub struct Cli {
     )]
     pub listen_address: Vec<String>,
 
+    /// Serve on the listening sockets systemd passes (socket activation: `LISTEN_FDS`, for this
+    /// process by `LISTEN_PID`) instead of --web.listen-address. TCP sockets only.
+    #[arg(long = "web.systemd-socket")]
+    pub systemd_socket: bool,
+
     /// exporter-toolkit's web config file: TLS (with client certificates), basic auth, response
     /// headers and a rate limit for every endpoint. Re-read on every request and TLS handshake.
     #[arg(long = "web.config.file", value_name = "PATH", default_value = "")]

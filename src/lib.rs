@@ -172,7 +172,21 @@ impl App {
         let tls = web.as_ref().is_some_and(|w| w.tls());
         let mut listeners = Vec::new();
         let mut local_addrs = Vec::new();
-        for flag in &cli.listen_address {
+        if cli.systemd_socket {
+            tracing::info!("Listening on systemd activated listeners instead of port listeners.");
+            for l in systemd_listeners()? {
+                let addr = l.local_addr().context("reading the bound address")?;
+                tracing::info!(address = %addr, "Listening on address");
+                local_addrs.push(addr);
+                listeners.push(l);
+            }
+        }
+        let flags: &[String] = if cli.systemd_socket {
+            &[]
+        } else {
+            &cli.listen_address
+        };
+        for flag in flags {
             let mut last_err = None;
             let mut listener = None;
             for addr in listen_addrs(flag) {
@@ -350,4 +364,38 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("Received shutdown signal; stopping");
+}
+
+/// `--web.systemd-socket`: the listening TCP sockets systemd passed to this process, in order
+/// (as exporter-toolkit's `activation.Listeners`: `LISTEN_PID` must be this process, and
+/// `LISTEN_FDS` says how many, from descriptor 3).
+fn systemd_listeners() -> anyhow::Result<Vec<TcpListener>> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    let mut fds = if ours {
+        listenfd::ListenFd::from_env()
+    } else {
+        listenfd::ListenFd::empty()
+    };
+    let mut out = Vec::new();
+    for i in 0..fds.len() {
+        let l = fds
+            .take_tcp_listener(i)
+            .with_context(|| {
+                format!(
+                    "socket-activated descriptor {} is not a TCP listener",
+                    i + 3
+                )
+            })?
+            .with_context(|| format!("socket-activated descriptor {} is gone", i + 3))?;
+        l.set_nonblocking(true)
+            .context("making a socket-activated listener non-blocking")?;
+        out.push(TcpListener::from_std(l).context("registering a socket-activated listener")?);
+    }
+    if out.is_empty() {
+        anyhow::bail!("no socket activation file descriptors found");
+    }
+    Ok(out)
 }

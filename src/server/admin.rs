@@ -185,22 +185,68 @@ pub async fn config(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// `GET /logs?id=N`: one recent probe's debug text.
+/// Go's `http.Error`: the message as plain text.
+fn go_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        format!("{message}\n"),
+    )
+        .into_response()
+}
+
+/// `GET /logs?id=N` or `/logs?target=T[&module=M]` (blackbox 0.25): one recent probe's debug
+/// text, by id or the newest of a target (a `/probe` target or a scheduled target's address or
+/// name), with blackbox's answers to a bad request.
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(id) = q.get("id").and_then(|i| i.parse::<u64>().ok()) else {
-        return (StatusCode::BAD_REQUEST, "Invalid probe id\n").into_response();
+    let id = q.get("id").and_then(|i| i.parse::<u64>().ok());
+    let target = q
+        .get("target")
+        .map(String::as_str)
+        .filter(|t| !t.is_empty());
+    let module = q
+        .get("module")
+        .map(String::as_str)
+        .filter(|m| !m.is_empty());
+    let entry = match (id, target) {
+        (Some(_), Some(_)) => {
+            return go_error(
+                StatusCode::BAD_REQUEST,
+                "Probe id and target can't be defined at the same time",
+            );
+        }
+        (None, None) => {
+            return go_error(
+                StatusCode::BAD_REQUEST,
+                "Probe id or target must be defined as http query parameters",
+            );
+        }
+        (Some(_), None) if module.is_some() => {
+            return go_error(
+                StatusCode::BAD_REQUEST,
+                "Probe module filter only works in conjunction with target parameter",
+            );
+        }
+        (Some(id), None) => match state.recent.get(id) {
+            Some(e) => e,
+            None => return go_error(StatusCode::NOT_FOUND, "Probe id not found"),
+        },
+        (None, Some(t)) => match state.recent.newest_of(t, module) {
+            Some(e) => e,
+            None => return go_error(StatusCode::NOT_FOUND, "Probe target not found"),
+        },
     };
-    match state.recent.get(id) {
-        Some(e) => (
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            super::probe::debug_output(&e.result),
-        )
-            .into_response(),
-        None => (StatusCode::NOT_FOUND, "Probe id not found\n").into_response(),
-    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        super::probe::debug_output(&entry.result),
+    )
+        .into_response()
 }
 
 fn escape(s: &str) -> String {

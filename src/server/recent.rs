@@ -89,6 +89,24 @@ impl Recent {
     pub fn get(&self, id: u64) -> Option<Entry> {
         self.probe.get(id).or_else(|| self.scheduled.get(id))
     }
+
+    /// The newest kept probe of `target` (its address, or a scheduled target's name), of
+    /// `module` when one is given (`/logs?target=&module=`).
+    pub fn newest_of(&self, target: &str, module: Option<&str>) -> Option<Entry> {
+        let matches = |e: &&Entry| {
+            let r = &e.result;
+            (r.target == target || r.scheduled.as_ref().is_some_and(|t| t.name == target))
+                && module.is_none_or(|m| r.module.name == m)
+        };
+        let newest = |ring: &Ring| {
+            let g = ring.entries.lock().unwrap_or_else(|e| e.into_inner());
+            g.iter().rev().find(matches).cloned()
+        };
+        match (newest(&self.probe), newest(&self.scheduled)) {
+            (Some(a), Some(b)) => Some(if a.id > b.id { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl Subscriber for Recent {

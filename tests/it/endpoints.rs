@@ -217,6 +217,74 @@ async fn health_config_page_and_logs() {
     assert_eq!(log.status, 200);
     assert!(log.body.starts_with("Logs for the probe:"), "{}", log.body);
     assert_eq!(lk.get("/logs?id=99").await.status, 404);
+
+    // blackbox 0.25's `/logs?target=…&module=…`, with its answers to bad requests.
+    let t = q("http://127.0.0.1:1/");
+    let by_target = lk.get(&format!("/logs?target={t}")).await;
+    assert_eq!(by_target.status, 200);
+    assert_eq!(by_target.body, log.body);
+    assert_eq!(
+        lk.get(&format!("/logs?target={t}&module=http_2xx"))
+            .await
+            .status,
+        200
+    );
+    for (path, status, body) in [
+        (
+            format!("/logs?target={t}&module=other"),
+            404,
+            "Probe target not found\n",
+        ),
+        (
+            format!("/logs?target={}", q("http://127.0.0.1:2/")),
+            404,
+            "Probe target not found\n",
+        ),
+        (
+            format!("/logs?id=0&target={t}"),
+            400,
+            "Probe id and target can't be defined at the same time\n",
+        ),
+        (
+            "/logs".to_owned(),
+            400,
+            "Probe id or target must be defined as http query parameters\n",
+        ),
+        (
+            "/logs?id=x".to_owned(),
+            400,
+            "Probe id or target must be defined as http query parameters\n",
+        ),
+        (
+            "/logs?id=0&module=http_2xx".to_owned(),
+            400,
+            "Probe module filter only works in conjunction with target parameter\n",
+        ),
+    ] {
+        let a = lk.get(&path).await;
+        assert_eq!((a.status, a.body.as_str()), (status, body), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn logs_by_target_find_a_scheduled_target_by_name_or_address() {
+    let lk = Lookout::start(
+        "modules:\n  tcp:\n    prober: tcp\n    timeout: 1s\ntargets:\n  - {name: db, module: tcp, target: '127.0.0.1:1', interval: 1s}\n",
+    )
+    .await;
+    let mut found = None;
+    for _ in 0..100 {
+        let a = lk.get("/logs?target=db").await;
+        if a.status == 200 {
+            found = Some(a.body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let body = found.expect("the scheduled target's probe is in /logs");
+    assert!(body.starts_with("Logs for the probe:"), "{body}");
+    let a = lk.get("/logs?target=127.0.0.1:1&module=tcp").await;
+    assert_eq!(a.status, 200, "{}", a.body);
 }
 
 #[tokio::test]

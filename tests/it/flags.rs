@@ -205,3 +205,81 @@ fn log_prober_filters_probe_lines_on_stderr_and_in_debug_output() {
         }
     });
 }
+
+/// `--web.systemd-socket` serves on the socket passed as systemd does (descriptor 3,
+/// `LISTEN_FDS=1`, `LISTEN_PID` the server's own pid; `sh` sets them up and execs lookout, so
+/// the pid is lookout's) and ignores `--web.listen-address`; without a passed socket it stops
+/// with exporter-toolkit's error.
+#[test]
+fn systemd_socket_serves_on_the_passed_socket_and_fails_without_one() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("lookout.yml");
+        std::fs::write(&cfg, "modules:\n  tcp: {prober: tcp}\n").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let log_path = dir.path().join("stderr.log");
+        // A listen address that cannot be bound: used, it would stop lookout.
+        let args = [
+            "--config.file",
+            cfg.to_str().unwrap(),
+            "--web.systemd-socket",
+            "--web.listen-address",
+            "256.0.0.1:1",
+            "--storage.path=",
+        ];
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" "$@" 3<&0 0</dev/null"#)
+            .arg(env!("CARGO_BIN_EXE_lookout"))
+            .args(args)
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut healthy = None;
+        for _ in 0..200 {
+            let a = tokio::time::timeout(
+                Duration::from_secs(2),
+                request(addr, "GET", "/-/healthy", &[]),
+            )
+            .await;
+            if let Ok(a) = a {
+                healthy = Some(a);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = std::fs::read_to_string(&log_path).unwrap();
+        let healthy =
+            healthy.unwrap_or_else(|| panic!("no answer on the passed socket:\n{stderr}"));
+        assert_eq!((healthy.status, healthy.body.as_str()), (200, "Healthy"));
+        assert!(
+            stderr.contains("Listening on systemd activated listeners instead of port listeners.")
+                && stderr.contains(&addr.to_string()),
+            "{stderr}"
+        );
+
+        // No socket passed: exporter-toolkit's error, exit status 1.
+        let out = Command::new(env!("CARGO_BIN_EXE_lookout"))
+            .args(args)
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("no socket activation file descriptors found"),
+            "{stderr}"
+        );
+    });
+}
