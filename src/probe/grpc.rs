@@ -1,6 +1,7 @@
 //! `prober: grpc`: the standard grpc.health.v1 Health/Check call over a connection we make
 //! ourselves (so TLS facts are recorded as in the other probers), through tonic.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,9 @@ pub struct Section {
     /// ip4 or ip6 (default ip6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_ip_protocol: Option<IpProtocol>,
+    /// Request metadata sent with the check (blackbox 0.28): each key with its values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, Vec<String>>,
 }
 
 /// The validated gRPC module.
@@ -51,6 +55,42 @@ pub struct Spec {
     pub tls_config: tls::Spec,
     /// Address preference.
     pub ip: IpPreference,
+    /// Request metadata, validated.
+    pub metadata: tonic::metadata::MetadataMap,
+}
+
+/// `metadata:` as tonic sends it: keys lower-cased as HTTP/2 requires (grpc-go's
+/// `metadata.MD` sends them as written, which a server then sees lower-cased), a `-bin` key's
+/// values as bytes (base64 on the wire, as grpc-go encodes them), the others as ASCII header
+/// values; a key or value that cannot be sent is a config error.
+fn build_metadata(
+    section: &BTreeMap<String, Vec<String>>,
+) -> Result<tonic::metadata::MetadataMap, FieldError> {
+    use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, MetadataKey};
+    let mut map = tonic::metadata::MetadataMap::new();
+    for (key, values) in section {
+        let path = format!("metadata.{key}");
+        let lower = key.to_ascii_lowercase();
+        if lower.ends_with("-bin") {
+            let k = MetadataKey::from_bytes(lower.as_bytes()).map_err(|e| {
+                FieldError::new(&path, format!("invalid metadata key {key:?}: {e}"))
+            })?;
+            for v in values {
+                map.append_bin(k.clone(), BinaryMetadataValue::from_bytes(v.as_bytes()));
+            }
+        } else {
+            let k = MetadataKey::from_bytes(lower.as_bytes()).map_err(|e| {
+                FieldError::new(&path, format!("invalid metadata key {key:?}: {e}"))
+            })?;
+            for v in values {
+                let v = AsciiMetadataValue::try_from(v.as_str()).map_err(|e| {
+                    FieldError::new(&path, format!("invalid metadata value {v:?}: {e}"))
+                })?;
+                map.append(k.clone(), v);
+            }
+        }
+    }
+    Ok(map)
 }
 
 impl Spec {
@@ -65,6 +105,7 @@ impl Spec {
                 section.preferred_ip_protocol,
                 section.ip_protocol_fallback,
             ),
+            metadata: build_metadata(&section.metadata)?,
         })
     }
 }
@@ -255,9 +296,10 @@ impl Spec {
                 )
             })?;
         let mut client = HealthClient::new(channel);
-        let request = HealthCheckRequest {
+        let mut request = tonic::Request::new(HealthCheckRequest {
             service: self.service.clone(),
-        };
+        });
+        *request.metadata_mut() = self.metadata.clone();
         match client.check(request).await {
             Ok(resp) => {
                 let status = resp.into_inner().status;

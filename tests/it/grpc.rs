@@ -156,3 +156,79 @@ async fn tls_health_check_records_certificate_metrics() {
     );
     assert_eq!(s.series("probe_tls_version_info").len(), 1);
 }
+
+/// blackbox 0.28's `grpc.metadata`: every key's values reach the server with the check (keys
+/// as HTTP/2 carries them, lower-cased; a `-bin` key's values as bytes); a key that cannot be
+/// sent is a config error naming it.
+#[tokio::test]
+async fn metadata_reaches_the_server_with_the_check() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<tonic::metadata::MetadataMap>>> = Arc::default();
+    let (_reporter, service) = tonic_health::server::health_reporter();
+    let record = seen.clone();
+    let service = tonic::service::interceptor::InterceptedService::new(
+        service,
+        move |req: tonic::Request<()>| {
+            record.lock().unwrap().push(req.metadata().clone());
+            Ok(req)
+        },
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    let lk = Lookout::start(
+        "modules:
+  md:
+    prober: grpc
+    timeout: 5s
+    grpc:
+      preferred_ip_protocol: ip4
+      metadata:
+        X-Api-Key: [secret-1]
+        tenant: [a, b]
+        trace-bin: [\"\\x01raw\"]
+",
+    )
+    .await;
+    let s = lk.probe("md", &addr.to_string()).await;
+    assert_eq!(s.value("probe_success"), 1.0, "{}", s.text);
+    let md = seen
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("the server saw the check");
+    assert_eq!(md.get("x-api-key").unwrap(), "secret-1");
+    let tenants: Vec<_> = md
+        .get_all("tenant")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(tenants, ["a", "b"]);
+    assert_eq!(
+        md.get_bin("trace-bin")
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .as_ref(),
+        b"\x01raw"
+    );
+    task.abort();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yml");
+    std::fs::write(
+        &file,
+        "modules:\n  md:\n    prober: grpc\n    grpc:\n      metadata:\n        'bad key': [x]\n",
+    )
+    .unwrap();
+    let e = lookout::config::load(&file).unwrap_err().to_string();
+    assert!(
+        e.contains("metadata.bad key") && e.contains("invalid metadata key"),
+        "{e}"
+    );
+}
