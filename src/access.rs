@@ -56,6 +56,11 @@ pub struct Section {
     /// are refused otherwise, even under `default: allow` or an allow entry that covers them.
     #[serde(default, skip_serializing_if = "is_false")]
     pub allow_metadata: bool,
+    /// Unix sockets `/probe` may reach under `default: deny` (`prober: unix`): absolute paths,
+    /// or a directory ending in `/` for the sockets directly in it. Paths are compared after
+    /// symbolic links and `..` are resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_unix: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -375,6 +380,7 @@ pub struct Policy {
     allow: Vec<Rule>,
     deny: Vec<Rule>,
     allow_metadata: bool,
+    allow_unix: Vec<String>,
 }
 
 /// Without the section: everything but the metadata addresses, as blackbox_exporter allows
@@ -386,6 +392,7 @@ impl Default for Policy {
             allow: Vec::new(),
             deny: Vec::new(),
             allow_metadata: false,
+            allow_unix: Vec::new(),
         }
     }
 }
@@ -405,12 +412,54 @@ impl Policy {
                  them); use default: deny to allow only the listed addresses",
             ));
         }
+        if s.default == Verdict::Allow && !s.allow_unix.is_empty() {
+            return Err(FieldError::new(
+                "allow_unix",
+                "allow_unix entries have no effect under default: allow (every unix socket is \
+                 allowed); use default: deny to allow only the listed sockets",
+            ));
+        }
+        for (i, p) in s.allow_unix.iter().enumerate() {
+            if !p.starts_with('/') {
+                return Err(FieldError::new(
+                    format!("allow_unix[{i}]"),
+                    format!("{p:?} is not an absolute path"),
+                ));
+            }
+        }
         Ok(Policy {
             default: s.default,
             allow: s.allow.clone(),
             deny: s.deny.clone(),
             allow_metadata: s.allow_metadata,
+            allow_unix: s.allow_unix.clone(),
         })
+    }
+
+    /// Judges the unix socket at `path` (already resolved: no symbolic link, no `..`): allowed
+    /// under `default: allow`, else when an `allow_unix` entry names it or its directory.
+    pub fn decide_unix(&self, path: &std::path::Path) -> Result<(), String> {
+        if self.default == Verdict::Allow {
+            return Ok(());
+        }
+        let covered = self
+            .allow_unix
+            .iter()
+            .any(|entry| match entry.strip_suffix('/') {
+                Some(dir) => {
+                    path.parent()
+                        == Some(std::path::Path::new(if dir.is_empty() { "/" } else { dir }))
+                }
+                None => path == std::path::Path::new(entry),
+            });
+        if covered {
+            Ok(())
+        } else {
+            Err(format!(
+                "unix socket {} is not covered by any allow_unix entry and the default is deny",
+                path.display()
+            ))
+        }
     }
 
     /// Judges `addr` for `transport`: refused when any reading of it is covered by a deny
@@ -456,6 +505,15 @@ impl DialPolicy for Policy {
     fn check(&self, addr: SocketAddr, transport: Transport) -> Result<(), ProbeFailure> {
         self.decide(addr, transport).map_err(|r| blocked(&r))
     }
+
+    fn check_unix(&self, path: &std::path::Path) -> Result<(), ProbeFailure> {
+        self.decide_unix(path).map_err(|m| {
+            ProbeFailure::new(
+                FailureKind::Blocked,
+                format!("refused by probe_access: {m}"),
+            )
+        })
+    }
 }
 
 /// The policy of one `/probe` request: asks the `Policy` and keeps the first refusal, so the
@@ -464,6 +522,7 @@ impl DialPolicy for Policy {
 pub struct Gate<'p> {
     policy: &'p Policy,
     refusal: OnceLock<Refusal>,
+    unix_refusal: OnceLock<String>,
 }
 
 impl<'p> Gate<'p> {
@@ -472,12 +531,18 @@ impl<'p> Gate<'p> {
         Gate {
             policy,
             refusal: OnceLock::new(),
+            unix_refusal: OnceLock::new(),
         }
     }
 
     /// The first refusal, if any address was refused.
     pub fn refusal(&self) -> Option<&Refusal> {
         self.refusal.get()
+    }
+
+    /// Why a unix socket was refused, if one was.
+    pub fn unix_refusal(&self) -> Option<&str> {
+        self.unix_refusal.get().map(String::as_str)
     }
 }
 
@@ -487,6 +552,17 @@ impl DialPolicy for Gate<'_> {
             tracing::debug!(addr = %addr, reason = r.reason.as_str(), "Address refused by probe_access");
             let failure = blocked(&r);
             let _ = self.refusal.set(r);
+            failure
+        })
+    }
+
+    fn check_unix(&self, path: &std::path::Path) -> Result<(), ProbeFailure> {
+        self.policy.decide_unix(path).map_err(|m| {
+            let failure = ProbeFailure::new(
+                FailureKind::Blocked,
+                format!("refused by probe_access: {m}"),
+            );
+            let _ = self.unix_refusal.set(m);
             failure
         })
     }

@@ -17,6 +17,7 @@ pub mod report;
 pub mod resolve;
 pub mod tcp;
 pub mod tls;
+pub mod unix;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,7 @@ macro_rules! probers {
             postgres => Postgres, "PostgreSQL (lookout)";
             mqtt => Mqtt, "MQTT (lookout)";
             redis => Redis, "Redis (lookout)";
+            unix => Unix, "unix socket";
         }
     };
 }

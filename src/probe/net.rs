@@ -38,6 +38,13 @@ pub enum Transport {
 pub trait DialPolicy: fmt::Debug + Send + Sync {
     /// `Ok` to go on; the error (normally `FailureKind::Blocked`) fails the probe.
     fn check(&self, addr: SocketAddr, transport: Transport) -> Result<(), ProbeFailure>;
+
+    /// The same for a unix socket, by its path (`prober: unix`); allowed unless the policy
+    /// says otherwise.
+    fn check_unix(&self, path: &std::path::Path) -> Result<(), ProbeFailure> {
+        let _ = path;
+        Ok(())
+    }
 }
 
 /// Every address is allowed: the policy of scheduled probes, whose targets come from the config
@@ -187,6 +194,68 @@ pub async fn dial(
         stream,
         handshake: Some(hs),
     })
+}
+
+/// Dials the unix socket at `path` (`prober: unix`): policy check, connect, then TLS when `tls`
+/// is given. Connection failures name the path; a permission error says so, as blackbox does.
+// The one place unix sockets are connected; `clippy.toml` forbids it elsewhere.
+#[allow(clippy::disallowed_methods)]
+pub async fn dial_unix(
+    cx: &mut ProbeContext<'_>,
+    path: &std::path::Path,
+    tls: Option<&Tls<'_>>,
+) -> Result<Dialed, ProbeFailure> {
+    // The policy judges, and the connection goes to, the path with its links and `..`
+    // resolved, so a link cannot lead a check of one path to a connection to another.
+    let resolved = tokio::fs::canonicalize(path).await.map_err(|e| {
+        ProbeFailure::new(
+            FailureKind::Connect,
+            format!("connecting to unix socket {}: {e}", path.display()),
+        )
+    })?;
+    cx.dial_policy.check_unix(&resolved)?;
+    let unix = tokio::net::UnixStream::connect(&resolved)
+        .await
+        .map_err(|e| {
+            let what = if matches!(e.kind(), io::ErrorKind::PermissionDenied) {
+                "permission denied connecting to unix socket"
+            } else {
+                "connecting to unix socket"
+            };
+            ProbeFailure::new(
+                FailureKind::Connect,
+                format!("{what} {}: {e}", path.display()),
+            )
+        })?;
+    let Some(tls) = tls else {
+        return Ok(Dialed {
+            stream: Stream::Unix(unix),
+            handshake: None,
+        });
+    };
+    let (stream, hs) = tls.spec.handshake(unix, tls.server_name, tls.alpn).await?;
+    Ok(Dialed {
+        stream: Stream::UnixTls(Box::new(stream)),
+        handshake: Some(hs),
+    })
+}
+
+/// STARTTLS on an open stream: TLS over the plain TCP or unix connection.
+pub async fn upgrade_stream(
+    stream: Stream,
+    tls: &Tls<'_>,
+) -> Result<(Stream, tls::Handshake), ProbeFailure> {
+    match stream {
+        Stream::Plain(tcp) => upgrade(tcp, tls).await,
+        Stream::Unix(unix) => {
+            let (s, hs) = tls.spec.handshake(unix, tls.server_name, tls.alpn).await?;
+            Ok((Stream::UnixTls(Box::new(s)), hs))
+        }
+        Stream::Tls(_) | Stream::UnixTls(_) => Err(ProbeFailure::new(
+            FailureKind::Protocol,
+            "starttls on a connection that is already TLS",
+        )),
+    }
 }
 
 /// `dial` without TLS, for protocols that speak in plain text before upgrading with `upgrade`
@@ -346,13 +415,17 @@ pub async fn connect_service(addr: SocketAddr) -> Result<TcpStream, ProbeFailure
     connect(addr, None).await
 }
 
-/// A connected stream: plain TCP or TLS over TCP.
+/// A connected stream: plain TCP or TLS over TCP, or a unix socket with or without TLS.
 #[derive(Debug)]
 pub enum Stream {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// A unix socket (`prober: unix`).
+    Unix(tokio::net::UnixStream),
+    /// TLS over a unix socket.
+    UnixTls(Box<tokio_rustls::client::TlsStream<tokio::net::UnixStream>>),
 }
 
 impl AsyncRead for Stream {
@@ -364,6 +437,8 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::UnixTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -377,6 +452,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::UnixTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -384,6 +461,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::UnixTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -391,6 +470,8 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::UnixTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

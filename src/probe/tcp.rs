@@ -168,114 +168,115 @@ impl Prober for Spec {
         if let Some(hs) = &dialed.handshake {
             tls::record(cx.report, hs);
         }
-        let mut stream = dialed.stream;
+        dialogue(&self.query_response, dialed.stream, &tls, cx).await
+    }
+}
 
-        let mut lines = LineReader::default();
-        for (i, step) in self.query_response.iter().enumerate() {
-            debug!(entry_number = i, "Processing query response entry");
-            let mut send: Option<Vec<u8>> = step.send.as_ref().map(|s| s.as_bytes().to_vec());
-            if let Some(re) = &step.expect {
-                let mut matched = None;
-                loop {
-                    match lines.next_line(&mut stream).await {
-                        Ok(Some(line)) => {
-                            debug!(line = %String::from_utf8_lossy(&line), "Read line");
-                            if let Some(caps) = re.bytes.captures(&line) {
-                                let mut expanded = Vec::new();
-                                if let Some(s) = &step.send {
-                                    caps.expand(s.as_bytes(), &mut expanded);
-                                    send = Some(expanded);
-                                }
-                                if !step.labels.is_empty() {
-                                    let labels = step
-                                        .labels
-                                        .iter()
-                                        .map(|l| {
-                                            let mut v = Vec::new();
-                                            caps.expand(l.value.as_bytes(), &mut v);
-                                            (
-                                                l.name.clone(),
-                                                String::from_utf8_lossy(&v).into_owned(),
-                                            )
-                                        })
-                                        .collect();
-                                    cx.report.set_owned_labels(&PROBE_EXPECT_INFO, labels, 1.0);
-                                }
-                                matched = Some(());
-                                break;
+/// blackbox's `query_response` dialogue over `stream` (TCP or a unix socket, TLS or not):
+/// each step's `expect` (lines until one matches, with `labels` into `probe_expect_info`),
+/// `expect_bytes`, `send` (with `${1}` from the match) and `starttls` (with `tls`).
+pub(crate) async fn dialogue(
+    steps: &[QueryResponse],
+    mut stream: Stream,
+    tls: &net::Tls<'_>,
+    cx: &mut ProbeContext<'_>,
+) -> Result<(), ProbeFailure> {
+    let mut lines = LineReader::default();
+    for (i, step) in steps.iter().enumerate() {
+        debug!(entry_number = i, "Processing query response entry");
+        let mut send: Option<Vec<u8>> = step.send.as_ref().map(|s| s.as_bytes().to_vec());
+        if let Some(re) = &step.expect {
+            let mut matched = None;
+            loop {
+                match lines.next_line(&mut stream).await {
+                    Ok(Some(line)) => {
+                        debug!(line = %String::from_utf8_lossy(&line), "Read line");
+                        if let Some(caps) = re.bytes.captures(&line) {
+                            let mut expanded = Vec::new();
+                            if let Some(s) = &step.send {
+                                caps.expand(s.as_bytes(), &mut expanded);
+                                send = Some(expanded);
                             }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            return Err(ProbeFailure::new(
-                                FailureKind::Protocol,
-                                format!("error reading from connection: {e}"),
-                            ));
+                            if !step.labels.is_empty() {
+                                let labels = step
+                                    .labels
+                                    .iter()
+                                    .map(|l| {
+                                        let mut v = Vec::new();
+                                        caps.expand(l.value.as_bytes(), &mut v);
+                                        (l.name.clone(), String::from_utf8_lossy(&v).into_owned())
+                                    })
+                                    .collect();
+                                cx.report.set_owned_labels(&PROBE_EXPECT_INFO, labels, 1.0);
+                            }
+                            matched = Some(());
+                            break;
                         }
                     }
-                }
-                if matched.is_none() {
-                    cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 1.0);
-                    return Err(ProbeFailure::new(
-                        FailureKind::Assertion,
-                        format!("regexp {:?} did not match any line (step {i})", re.as_str()),
-                    ));
-                }
-                cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 0.0);
-            }
-            if let Some(expect) = &step.expect_bytes {
-                let want = expect.as_bytes();
-                let got = lines
-                    .read_bytes(&mut stream, want.len())
-                    .await
-                    .map_err(|e| {
-                        ProbeFailure::new(
+                    Ok(None) => break,
+                    Err(e) => {
+                        return Err(ProbeFailure::new(
                             FailureKind::Protocol,
                             format!("error reading from connection: {e}"),
-                        )
-                    })?;
-                if got.len() < want.len() {
-                    return Err(ProbeFailure::new(
-                        FailureKind::Protocol,
-                        format!(
-                            "read {} bytes, expected {} (step {i})",
-                            got.len(),
-                            want.len()
-                        ),
-                    ));
+                        ));
+                    }
                 }
-                if got != want {
-                    cx.report.set(&PROBE_FAILED_DUE_TO_BYTES, 1.0);
-                    return Err(ProbeFailure::new(
-                        FailureKind::Assertion,
-                        format!("bytes did not match (step {i})"),
-                    ));
-                }
-                cx.report.set(&PROBE_FAILED_DUE_TO_BYTES, 0.0);
             }
-            if let Some(mut data) = send.filter(|d| !d.is_empty()) {
-                debug!(line = %String::from_utf8_lossy(&data), "Sending line");
-                data.push(b'\n');
-                stream.write_all(&data).await.map_err(|e| {
-                    ProbeFailure::new(FailureKind::Connect, format!("failed to send: {e}"))
-                })?;
-                let _ = stream.flush().await;
+            if matched.is_none() {
+                cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 1.0);
+                return Err(ProbeFailure::new(
+                    FailureKind::Assertion,
+                    format!("regexp {:?} did not match any line (step {i})", re.as_str()),
+                ));
             }
-            if step.starttls {
-                let Stream::Plain(tcp) = stream else {
-                    return Err(ProbeFailure::new(
-                        FailureKind::Protocol,
-                        "starttls on a connection that is already TLS",
-                    ));
-                };
-                let (upgraded, hs) = net::upgrade(tcp, &tls).await?;
-                debug!("TLS Handshake (client) succeeded");
-                tls::record(cx.report, &hs);
-                stream = upgraded;
-                lines.reset();
-            }
+            cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 0.0);
         }
-        let _ = stream.shutdown().await;
-        Ok(())
+        if let Some(expect) = &step.expect_bytes {
+            let want = expect.as_bytes();
+            let got = lines
+                .read_bytes(&mut stream, want.len())
+                .await
+                .map_err(|e| {
+                    ProbeFailure::new(
+                        FailureKind::Protocol,
+                        format!("error reading from connection: {e}"),
+                    )
+                })?;
+            if got.len() < want.len() {
+                return Err(ProbeFailure::new(
+                    FailureKind::Protocol,
+                    format!(
+                        "read {} bytes, expected {} (step {i})",
+                        got.len(),
+                        want.len()
+                    ),
+                ));
+            }
+            if got != want {
+                cx.report.set(&PROBE_FAILED_DUE_TO_BYTES, 1.0);
+                return Err(ProbeFailure::new(
+                    FailureKind::Assertion,
+                    format!("bytes did not match (step {i})"),
+                ));
+            }
+            cx.report.set(&PROBE_FAILED_DUE_TO_BYTES, 0.0);
+        }
+        if let Some(mut data) = send.filter(|d| !d.is_empty()) {
+            debug!(line = %String::from_utf8_lossy(&data), "Sending line");
+            data.push(b'\n');
+            stream.write_all(&data).await.map_err(|e| {
+                ProbeFailure::new(FailureKind::Connect, format!("failed to send: {e}"))
+            })?;
+            let _ = stream.flush().await;
+        }
+        if step.starttls {
+            let (upgraded, hs) = net::upgrade_stream(stream, tls).await?;
+            debug!("TLS Handshake (client) succeeded");
+            tls::record(cx.report, &hs);
+            stream = upgraded;
+            lines.reset();
+        }
     }
+    let _ = stream.shutdown().await;
+    Ok(())
 }

@@ -211,6 +211,22 @@ pub async fn handle(
             debug: debug.then(|| debug_output(&result)),
         });
     }
+    if let Some(reason) = gate.unix_refusal() {
+        state
+            .metrics
+            .record_access_refusal(access::Reason::DefaultDeny);
+        tracing::warn!(
+            module = %module_name,
+            target = %result.target,
+            reason = access::Reason::DefaultDeny.as_str(),
+            err = %reason,
+            "Probe refused by probe_access"
+        );
+        return Err(ProbeRequestError::Refused {
+            reason: reason.to_owned(),
+            debug: debug.then(|| debug_output(&result)),
+        });
+    }
     let response = if debug {
         (
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

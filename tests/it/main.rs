@@ -50,6 +50,8 @@ mod status_page;
 mod tcp;
 /// TLS: certificates made by rcgen, expiry values, verification failures.
 mod tls;
+/// `prober: unix` (blackbox 0.28): dialogues over a unix socket, TLS, probe_access by path.
+mod unix;
 /// `--web.config.file`: TLS, client certificates, basic auth, headers, rate limit; curl and
 /// Debian's Prometheus as clients; certificate rotation; bad files.
 mod web;

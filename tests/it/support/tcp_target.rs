@@ -83,52 +83,96 @@ pub async fn start(script: Vec<Step>, leaf: Option<&Leaf>, tls_from_start: bool)
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let script = script.clone();
-            let acceptor = acceptor.clone();
-            let rec = rec.clone();
-            tokio::spawn(async move {
-                let mut io: BufReader<Box<dyn Io>> = if tls_from_start {
-                    match acceptor.as_ref().unwrap().accept(tcp).await {
-                        Ok(s) => BufReader::new(Box::new(s)),
-                        Err(_) => return,
-                    }
-                } else {
-                    BufReader::new(Box::new(tcp))
-                };
-                for step in script {
-                    match step {
-                        Step::Send(s) => {
-                            if io.get_mut().write_all(s.as_bytes()).await.is_err() {
-                                return;
-                            }
-                        }
-                        Step::Read => {
-                            let mut line = String::new();
-                            match io.read_line(&mut line).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(_) => rec.lock().unwrap().push(line.trim_end().to_owned()),
-                            }
-                        }
-                        Step::StartTls => {
-                            let inner = io.into_inner();
-                            match acceptor.as_ref().unwrap().accept(inner).await {
-                                Ok(s) => io = BufReader::new(Box::new(s)),
-                                Err(_) => return,
-                            }
-                        }
-                        Step::Hold => {
-                            let mut sink = Vec::new();
-                            let _ = tokio::io::AsyncReadExt::read_to_end(&mut io, &mut sink).await;
-                            return;
-                        }
-                    }
-                }
-            });
+            tokio::spawn(serve(
+                Box::new(tcp),
+                script.clone(),
+                acceptor.clone(),
+                tls_from_start,
+                rec.clone(),
+            ));
         }
     });
     TcpTarget {
         addr,
         received,
         task,
+    }
+}
+
+/// The same server on a unix socket at `path` (for `prober: unix`); `addr` is unused.
+pub async fn start_unix(
+    path: &std::path::Path,
+    script: Vec<Step>,
+    leaf: Option<&Leaf>,
+    tls_from_start: bool,
+) -> TcpTarget {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let acceptor = leaf.map(acceptor);
+    let rec = received.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((unix, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(serve(
+                Box::new(unix),
+                script.clone(),
+                acceptor.clone(),
+                tls_from_start,
+                rec.clone(),
+            ));
+        }
+    });
+    TcpTarget {
+        addr: "0.0.0.0:0".parse().unwrap(),
+        received,
+        task,
+    }
+}
+
+/// Runs `script` on one connection.
+async fn serve(
+    conn: Box<dyn Io>,
+    script: Vec<Step>,
+    acceptor: Option<TlsAcceptor>,
+    tls_from_start: bool,
+    rec: Arc<Mutex<Vec<String>>>,
+) {
+    let mut io: BufReader<Box<dyn Io>> = if tls_from_start {
+        match acceptor.as_ref().unwrap().accept(conn).await {
+            Ok(s) => BufReader::new(Box::new(s)),
+            Err(_) => return,
+        }
+    } else {
+        BufReader::new(conn)
+    };
+    for step in script {
+        match step {
+            Step::Send(s) => {
+                if io.get_mut().write_all(s.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Step::Read => {
+                let mut line = String::new();
+                match io.read_line(&mut line).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => rec.lock().unwrap().push(line.trim_end().to_owned()),
+                }
+            }
+            Step::StartTls => {
+                let inner = io.into_inner();
+                match acceptor.as_ref().unwrap().accept(inner).await {
+                    Ok(s) => io = BufReader::new(Box::new(s)),
+                    Err(_) => return,
+                }
+            }
+            Step::Hold => {
+                let mut sink = Vec::new();
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut io, &mut sink).await;
+                return;
+            }
+        }
     }
 }
