@@ -411,6 +411,37 @@ fn parse_status(s: &StatusCode) -> Result<(u16, u16), String> {
     }
 }
 
+/// blackbox 0.28's rules for `enable_http3` with `valid_http_versions` and `enable_http2`.
+fn check_http3(section: &Section) -> Result<(), FieldError> {
+    let versions = &section.valid_http_versions;
+    if !section.enable_http3 {
+        if let Some(i) = versions.iter().position(|v| v == "HTTP/3.0") {
+            return Err(FieldError::new(
+                format!("valid_http_versions[{i}]"),
+                "HTTP/3 cannot be used as a valid HTTP version when enable_http3 is false",
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(i) = versions
+        .iter()
+        .position(|v| v == "HTTP/2.0" || v == "HTTP/1.1")
+    {
+        return Err(FieldError::new(
+            format!("valid_http_versions[{i}]"),
+            "HTTP/3 and HTTP/2.0/1.1 cannot be used together - only HTTP/3.0 is allowed when enable_http3 is true",
+        ));
+    }
+    // As Prometheus' HTTP client config, enable_http2 is on unless set to false.
+    if section.enable_http2 != Some(false) {
+        return Err(FieldError::new(
+            "enable_http2",
+            "when enable_http3 is true, enable_http2 must be set to false",
+        ));
+    }
+    Ok(())
+}
+
 /// blackbox's check that `Accept-Encoding` allows the configured compression.
 fn accept_encoding_allows(compression: &str, accept: &str) -> bool {
     if compression.is_empty() || accept.is_empty() {
@@ -449,6 +480,7 @@ impl Spec {
         let tls = tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
             .map_err(|e| e.within("tls_config"))?;
         let proxy = build_proxy(section)?;
+        check_http3(section)?;
         let unsupported = unsupported_reason(section, &tls);
         let follow_redirects = match (section.follow_redirects, section.no_follow_redirects) {
             (Some(f), _) => f,
