@@ -2,6 +2,7 @@
 
 mod body;
 mod client;
+mod oauth2;
 mod redirect;
 
 use std::collections::BTreeMap;
@@ -121,7 +122,7 @@ pub struct Authorization {
     pub credentials_file: Option<PathBuf>,
 }
 
-/// `oauth2` (parsed so files load; probes using it fail as unsupported for now).
+/// `oauth2`: the client-credentials grant (`http/oauth2.rs`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2 {
@@ -334,6 +335,8 @@ pub struct Spec {
     enable_http2: bool,
     ip: IpPreference,
     unsupported: Option<String>,
+    /// `oauth2`: where the probe's token comes from (shared by the module's probes).
+    oauth2: Option<std::sync::Arc<oauth2::TokenSource>>,
 }
 
 /// Reads HTTP_PROXY / HTTPS_PROXY / NO_PROXY (either case), as Go's `ProxyFromEnvironment`.
@@ -518,6 +521,12 @@ impl Spec {
                 section.ip_protocol_fallback,
             ),
             unsupported,
+            oauth2: match &section.oauth2 {
+                None => None,
+                Some(o) => Some(std::sync::Arc::new(
+                    oauth2::TokenSource::build(o, base).map_err(|e| e.within("oauth2"))?,
+                )),
+            },
         })
     }
 
@@ -880,9 +889,6 @@ fn build_proxy(section: &Section) -> Result<Option<Proxy>, FieldError> {
 /// Why lookout cannot run this module, if it cannot (the last reason that applies wins).
 fn unsupported_reason(section: &Section, tls: &tls::Spec) -> Option<String> {
     let mut unsupported = tls.unsupported.clone();
-    if section.oauth2.is_some() {
-        unsupported = Some("oauth2 is not supported by lookout yet".into());
-    }
     if section.fail_if_body_json_matches_cel.is_some()
         || section.fail_if_body_json_not_matches_cel.is_some()
     {

@@ -142,13 +142,13 @@ async fn bad_requests_get_blackbox_statuses() {
     );
     let m = Samples::parse(&lk.get("/metrics").await.body);
     assert_eq!(m.value("blackbox_module_unknown_total"), 1.0);
-    // A module using an option lookout does not support yet fails its probes, visibly.
+    // A module whose oauth2 token endpoint refuses connections fails its probes, saying why.
     let s = lk.probe("oauth", "http://127.0.0.1:1/").await;
     assert_eq!(s.value("probe_success"), 0.0);
+    let d = lk.debug("oauth", "http://127.0.0.1:1/").await;
     assert!(
-        lk.debug("oauth", "http://127.0.0.1:1/")
-            .await
-            .contains("oauth2 is not supported")
+        d.contains("oauth2 token request to http://127.0.0.1:1/token"),
+        "{d}"
     );
 }
 

@@ -552,3 +552,83 @@ async fn debug_output_has_logs_metrics_and_config() {
         "{text}"
     );
 }
+
+/// `oauth2` client credentials: the token request as Go's oauth2 sends it (POST, form with the
+/// grant, scopes and endpoint params, the client id and secret as basic auth), the token sent
+/// as `Authorization` on the probe's requests and cached between probes; a failing token
+/// endpoint fails the probe saying so; `probe_access` judges the token endpoint too.
+#[tokio::test]
+async fn oauth2_client_credentials_fetch_cache_and_send_the_token() {
+    use crate::support::lookout::q;
+    let tokens = HttpTarget::new()
+        .route(
+            "/token",
+            Route::ok(r#"{"access_token":"tok-1","token_type":"bearer","expires_in":3600}"#)
+                .header("Content-Type", "application/json"),
+        )
+        .route("/broken", Route::status(500, "no"))
+        .start()
+        .await;
+    let app = HttpTarget::new().route("/", Route::echo()).start().await;
+    let module = |name: &str, path: &str| {
+        format!(
+            "  {name}:\n    prober: http\n    timeout: 5s\n    http:\n      preferred_ip_protocol: ip4\n      fail_if_body_not_matches_regexp: [\"authorization: Bearer tok-1\"]\n      oauth2:\n        client_id: my id\n        client_secret: s3cret\n        scopes: [read, write]\n        token_url: {}\n        endpoint_params: {{audience: probe}}\n",
+            tokens.url(path)
+        )
+    };
+    let lk = Lookout::start(&format!(
+        "modules:\n{}{}",
+        module("oauth", "/token"),
+        module("broken", "/broken")
+    ))
+    .await;
+    for _ in 0..2 {
+        let s = lk.probe("oauth", &app.url("/")).await;
+        assert_eq!(s.value("probe_success"), 1.0, "{}", s.text);
+    }
+    let asked = tokens.requests("/token");
+    assert_eq!(asked.len(), 1, "the token is cached between probes");
+    let t = &asked[0];
+    assert_eq!(t.method, "POST");
+    assert_eq!(
+        String::from_utf8_lossy(&t.body),
+        "grant_type=client_credentials&scope=read+write&audience=probe"
+    );
+    assert_eq!(
+        t.header("authorization"),
+        Some("Basic bXkraWQ6czNjcmV0"),
+        "client id and secret, query-escaped, as basic auth"
+    );
+    assert_eq!(
+        t.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+
+    let s = lk.probe("broken", &app.url("/")).await;
+    assert_eq!(s.value("probe_success"), 0.0);
+    let d = lk.debug("broken", &app.url("/")).await;
+    assert!(d.contains("answered 500 Internal Server Error"), "{d}");
+
+    // probe_access judges the token endpoint: only the app's port is allowed.
+    let guarded = Lookout::start(&format!(
+        "modules:\n{}probe_access:\n  default: deny\n  allow: [\"127.0.0.1/32:{}\"]\n",
+        module("oauth", "/token"),
+        app.addr.port()
+    ))
+    .await;
+    let a = guarded
+        .get(&format!("/probe?module=oauth&target={}", q(&app.url("/"))))
+        .await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(
+        a.body
+            .contains(&format!("127.0.0.1:{}", tokens.addr.port())),
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        tokens.requests("/token").len(),
+        1,
+        "nothing reached the refused endpoint"
+    );
+}

@@ -98,6 +98,24 @@ pub(super) async fn probe(
     if let Some(reason) = &spec.unsupported {
         return Err(ProbeFailure::new(FailureKind::Unsupported, reason.clone()));
     }
+    if let Some(source) = &spec.oauth2 {
+        let authorization = source.authorization(cx).await?;
+        let with = Spec {
+            authorization: Some(authorization),
+            oauth2: None,
+            ..spec.clone()
+        };
+        return Box::pin(probe_with(&with, req, cx)).await;
+    }
+    probe_with(spec, req, cx).await
+}
+
+/// The probe once its credentials are settled.
+async fn probe_with(
+    spec: &Spec,
+    req: &ProbeRequest,
+    cx: &mut ProbeContext<'_>,
+) -> Result<(), ProbeFailure> {
     let target_url = parse_target(&req.target)?;
     let ip = resolve_target(spec, &target_url, cx).await?;
     for p in ["connect", "tls", "processing", "transfer"] {
@@ -588,6 +606,48 @@ async fn send(
         response_start,
         _driver: driver,
     })
+}
+
+/// One request of `spec` to `url` outside a probe's own exchange (the oauth2 token request):
+/// resolved without recording, sent through the same dial path, no redirect followed; the
+/// status and at most 1 MiB of body.
+pub(super) async fn fetch(
+    spec: &Spec,
+    url: &Url,
+    cx: &mut ProbeContext<'_>,
+) -> Result<(http::StatusCode, Bytes), ProbeFailure> {
+    use http_body_util::BodyExt as _;
+    let host = bare_host(url);
+    let ip = match spec.proxy_for(url) {
+        Some(_) if spec.skip_resolve_phase_with_proxy => None,
+        _ => Some(net::resolve(cx, net::Address::Hop(&host), spec.ip).await?.0),
+    };
+    let mut headers = HeaderMap::new();
+    for (k, v) in &spec.headers {
+        headers.append(k.clone(), v.clone());
+    }
+    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    let hop = Hop {
+        url: match ip {
+            Some(addr) => with_host(url, addr),
+            None => url.clone(),
+        },
+        host_header: authority(url),
+        sni: spec.tls.server_name.clone().unwrap_or_else(|| host.clone()),
+        ip,
+        method: spec.method.clone(),
+        body: spec.body.clone(),
+        headers,
+    };
+    let cookies = cookie_store::CookieStore::default();
+    let sent = send(spec, &hop, 0, &cookies, cx).await?;
+    let status = sent.response.status();
+    let body = http_body_util::Limited::new(sent.response.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| ProbeFailure::new(FailureKind::Protocol, format!("reading the answer: {e}")))?
+        .to_bytes();
+    Ok((status, body))
 }
 
 /// Resolves (hops after the first; the first used `chooseProtocol` already) and dials the hop's
