@@ -367,7 +367,7 @@ impl Regex {
     }
 }
 
-fn first_line(s: &str) -> String {
+pub(crate) fn first_line(s: &str) -> String {
     // regex errors are multi-line with a caret diagram; the last line says what is wrong.
     s.lines()
         .rfind(|l| !l.trim().is_empty())

@@ -1,6 +1,7 @@
 //! `prober: http`: blackbox's HTTP prober — section, validated spec and probe.
 
 mod body;
+mod cel;
 mod client;
 mod oauth2;
 mod redirect;
@@ -208,10 +209,10 @@ pub struct Section {
     /// Fail when the final response did not come over TLS.
     #[serde(default, skip_serializing_if = "is_false")]
     pub fail_if_not_ssl: bool,
-    /// CEL expression on a JSON body (blackbox 0.27+; not supported yet).
+    /// Fail when this CEL expression is true of the JSON body (blackbox 0.26+).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_if_body_json_matches_cel: Option<String>,
-    /// CEL expression on a JSON body (blackbox 0.27+; not supported yet).
+    /// Fail when this CEL expression is false of the JSON body (blackbox 0.26+).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_if_body_json_not_matches_cel: Option<String>,
     /// Fail when the body matches any of these.
@@ -325,6 +326,8 @@ pub struct Spec {
     fail_if_not_ssl: bool,
     body_matches: Vec<Regex>,
     body_not_matches: Vec<Regex>,
+    /// `fail_if_body_json_*_cel`.
+    cel: Option<cel::Checks>,
     header_matches: Vec<HeaderMatcher>,
     header_not_matches: Vec<HeaderMatcher>,
     tls: tls::Spec,
@@ -503,6 +506,10 @@ impl Spec {
             follow_redirects,
             fail_if_ssl: section.fail_if_ssl,
             fail_if_not_ssl: section.fail_if_not_ssl,
+            cel: cel::Checks::build(
+                section.fail_if_body_json_matches_cel.as_deref(),
+                section.fail_if_body_json_not_matches_cel.as_deref(),
+            )?,
             body_matches: section.fail_if_body_matches_regexp.clone(),
             body_not_matches: section.fail_if_body_not_matches_regexp.clone(),
             header_matches,
@@ -889,13 +896,6 @@ fn build_proxy(section: &Section) -> Result<Option<Proxy>, FieldError> {
 /// Why lookout cannot run this module, if it cannot (the last reason that applies wins).
 fn unsupported_reason(section: &Section, tls: &tls::Spec) -> Option<String> {
     let mut unsupported = tls.unsupported.clone();
-    if section.fail_if_body_json_matches_cel.is_some()
-        || section.fail_if_body_json_not_matches_cel.is_some()
-    {
-        unsupported = Some(
-            "CEL body matching (fail_if_body_json_*_cel) is not supported by lookout yet".into(),
-        );
-    }
     if section.enable_http3 {
         unsupported = Some("enable_http3 is not supported by lookout".into());
     }

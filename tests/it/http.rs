@@ -632,3 +632,82 @@ async fn oauth2_client_credentials_fetch_cache_and_send_the_token() {
         "nothing reached the refused endpoint"
     );
 }
+
+/// blackbox's `fail_if_body_json_matches_cel` / `fail_if_body_json_not_matches_cel`: the JSON
+/// body as `body`, `probe_failed_due_to_cel` 0 or 1, a body that is not JSON failing, and a
+/// family only for modules with an expression.
+#[tokio::test]
+async fn cel_expressions_judge_the_json_body() {
+    let target = HttpTarget::new()
+        .route(
+            "/health",
+            Route::ok(
+                r#"{"status":"ok","checks":[{"name":"db","up":true},{"name":"mq","up":true}]}"#,
+            ),
+        )
+        .route(
+            "/degraded",
+            Route::ok(r#"{"status":"degraded","checks":[{"name":"db","up":false}]}"#),
+        )
+        .route("/text", Route::ok("all good"))
+        .start()
+        .await;
+    let lk = Lookout::start(
+        "modules:
+  healthy:
+    prober: http
+    http:
+      preferred_ip_protocol: ip4
+      fail_if_body_json_not_matches_cel: \"body.status == 'ok' && body.checks.all(c, c.up)\"
+  not_degraded:
+    prober: http
+    http:
+      preferred_ip_protocol: ip4
+      fail_if_body_json_matches_cel: \"body.status == 'degraded'\"
+  plain:
+    prober: http
+    http:
+      preferred_ip_protocol: ip4
+",
+    )
+    .await;
+    for (module, path, success, cel) in [
+        ("healthy", "/health", 1.0, 0.0),
+        ("healthy", "/degraded", 0.0, 1.0),
+        ("healthy", "/text", 0.0, 1.0),
+        ("not_degraded", "/health", 1.0, 0.0),
+        ("not_degraded", "/degraded", 0.0, 1.0),
+    ] {
+        let s = lk.probe(module, &target.url(path)).await;
+        assert_eq!(
+            s.value("probe_success"),
+            success,
+            "{module} {path}: {}",
+            s.text
+        );
+        assert_eq!(
+            s.value("probe_failed_due_to_cel"),
+            cel,
+            "{module} {path}: {}",
+            s.text
+        );
+    }
+    let d = lk.debug("healthy", &target.url("/text")).await;
+    assert!(d.contains("the body is not JSON"), "{d}");
+    let s = lk.probe("plain", &target.url("/health")).await;
+    assert!(s.series("probe_failed_due_to_cel").is_empty(), "{}", s.text);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yml");
+    std::fs::write(
+        &file,
+        "modules:\n  m:\n    prober: http\n    http:\n      fail_if_body_json_matches_cel: \"body.(\"\n",
+    )
+    .unwrap();
+    let e = lookout::config::load(&file).unwrap_err().to_string();
+    assert!(
+        e.contains("field modules.m.http.fail_if_body_json_matches_cel")
+            && e.contains("Could not compile CEL program"),
+        "{e}"
+    );
+}

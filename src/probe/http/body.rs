@@ -20,6 +20,8 @@ pub(super) struct Outcome {
     pub matched: Option<Result<(), String>>,
     /// Why reading failed (size limit, broken stream, bad compression).
     pub error: Option<ProbeFailure>,
+    /// The body as kept for matching (empty when nothing was to be matched or it was too big).
+    pub kept: Vec<u8>,
 }
 
 /// Evaluates the body regexes on `body`; `Err` names the expression that failed.
@@ -168,11 +170,18 @@ where
         Some(match_regexes(spec, &kept))
     } else {
         let (m, nm) = (spec.body_matches.clone(), spec.body_not_matches.clone());
-        Some(
-            tokio::task::spawn_blocking(move || match_lists(&m, &nm, &kept))
-                .await
-                .unwrap_or_else(|e| Err(format!("matching the body failed: {e}"))),
-        )
+        let (result, back) = tokio::task::spawn_blocking(move || {
+            let r = match_lists(&m, &nm, &kept);
+            (r, kept)
+        })
+        .await
+        .unwrap_or_else(|e| (Err(format!("matching the body failed: {e}")), Vec::new()));
+        kept = back;
+        Some(result)
     };
-    Outcome { matched, error }
+    Outcome {
+        matched,
+        error,
+        kept,
+    }
 }

@@ -116,6 +116,9 @@ async fn probe_with(
     req: &ProbeRequest,
     cx: &mut ProbeContext<'_>,
 ) -> Result<(), ProbeFailure> {
+    if spec.cel.is_some() {
+        cx.report.declare(&super::cel::PROBE_FAILED_DUE_TO_CEL);
+    }
     let target_url = parse_target(&req.target)?;
     let ip = resolve_target(spec, &target_url, cx).await?;
     for p in ["connect", "tls", "processing", "transfer"] {
@@ -436,10 +439,10 @@ async fn check_body(
     verdict: &mut Verdict,
     report: &mut Report,
 ) {
-    let match_body =
-        verdict.success && (!spec.body_matches.is_empty() || !spec.body_not_matches.is_empty());
+    let has_regex = !spec.body_matches.is_empty() || !spec.body_not_matches.is_empty();
+    let match_body = verdict.success && (has_regex || spec.cel.is_some());
     if unfollowed {
-        if match_body {
+        if match_body && has_regex {
             let msg = body::match_regexes(spec, b"");
             report.set(
                 &PROBE_FAILED_DUE_TO_REGEX,
@@ -449,10 +452,17 @@ async fn check_body(
                 verdict.fail(|| regex_failure(m));
             }
         }
+        if match_body && verdict.success {
+            check_cel(spec, Vec::new(), verdict, report).await;
+        }
         return;
     }
-    let outcome = body::read(spec, response.into_body(), match_body, report).await;
-    if match_body {
+    let mut outcome = body::read(spec, response.into_body(), match_body, report).await;
+    if match_body && !has_regex && outcome.matched.is_none() {
+        // Too large or broken: the expression could not be evaluated.
+        verdict.success = false;
+        report.set(&super::cel::PROBE_FAILED_DUE_TO_CEL, 1.0);
+    } else if match_body && has_regex {
         match outcome.matched {
             Some(Ok(())) => report.set(&PROBE_FAILED_DUE_TO_REGEX, 0.0),
             Some(Err(msg)) => {
@@ -466,8 +476,34 @@ async fn check_body(
             }
         }
     }
+    if match_body && verdict.success && outcome.error.is_none() {
+        check_cel(spec, std::mem::take(&mut outcome.kept), verdict, report).await;
+    }
     if let Some(e) = outcome.error {
         verdict.fail(|| e);
+    }
+}
+
+/// Applies the module's CEL expressions (if any) to the kept body, as blackbox does after the
+/// regexes passed; a large body is judged on a blocking thread.
+async fn check_cel(spec: &Spec, body: Vec<u8>, verdict: &mut Verdict, report: &mut Report) {
+    let Some(checks) = &spec.cel else {
+        return;
+    };
+    let result = if body.len() <= 256 * 1024 {
+        checks.check(&body)
+    } else {
+        let checks = checks.clone();
+        tokio::task::spawn_blocking(move || checks.check(&body))
+            .await
+            .unwrap_or_else(|e| Err(format!("evaluating CEL failed: {e}")))
+    };
+    match result {
+        Ok(()) => report.set(&super::cel::PROBE_FAILED_DUE_TO_CEL, 0.0),
+        Err(m) => {
+            report.set(&super::cel::PROBE_FAILED_DUE_TO_CEL, 1.0);
+            verdict.fail(|| ProbeFailure::new(FailureKind::Assertion, m));
+        }
     }
 }
 
