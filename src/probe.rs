@@ -18,6 +18,7 @@ pub mod resolve;
 pub mod tcp;
 pub mod tls;
 pub mod unix;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,7 @@ macro_rules! probers {
             mqtt => Mqtt, "MQTT (lookout)";
             redis => Redis, "Redis (lookout)";
             unix => Unix, "unix socket";
+            websocket => Websocket, "WebSocket";
         }
     };
 }

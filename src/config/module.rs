@@ -108,7 +108,7 @@ mod tests {
         assert_eq!(e.path, "prober");
         assert_eq!(
             e.message,
-            "prober must be set (http, tcp, dns, icmp, grpc, postgres, mqtt, redis or unix)"
+            "prober must be set (http, tcp, dns, icmp, grpc, postgres, mqtt, redis, unix or websocket)"
         );
     }
 }

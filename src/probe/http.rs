@@ -903,6 +903,17 @@ fn unsupported_reason(section: &Section, tls: &tls::Spec) -> Option<String> {
 }
 
 impl Spec {
+    /// The configured request headers and `Authorization` (for `prober: websocket`, whose
+    /// `http_config` and `headers` are validated as the HTTP prober's).
+    pub(crate) fn request_headers(&self) -> (&[(HeaderName, HeaderValue)], Option<&HeaderValue>) {
+        (&self.headers, self.authorization.as_ref())
+    }
+
+    /// The TLS settings.
+    pub(crate) fn tls(&self) -> &tls::Spec {
+        &self.tls
+    }
+
     /// The Host header the module sets itself, if any (a `/probe?hostname=` must agree with it).
     pub fn host_header(&self) -> Option<&str> {
         self.host_header.as_deref()

@@ -88,8 +88,7 @@ fn bad_files_fail_with_their_golden_message() {
 
 /// The cases of blackbox 0.28's `config/testdata` (its files read at the main branch; these
 /// modules are written for this test, not copied), each with blackbox's verdict: `None` for
-/// a file it loads, else a fragment of the reason it refuses one. `prober: websocket` (on
-/// blackbox's main branch, unreleased) is not among them: lookout has no websocket prober.
+/// a file it loads, else a fragment of the reason it refuses one.
 #[test]
 fn blackbox_028_testdata_cases_get_blackbox_verdicts() {
     let http = |body: &str| format!("modules:\n  m:\n    prober: http\n    http:\n{body}");
@@ -123,6 +122,9 @@ fn blackbox_028_testdata_cases_get_blackbox_verdicts() {
         ("an unknown prober", "modules:\n  x: {prober: nope}\n".into(), Some("unknown prober \"nope\"")),
         ("a broken tcp expect", "modules:\n  t: {prober: tcp, tcp: {query_response: [{expect: '('}]}}\n".into(), Some("could not compile regular expression")),
         ("a broken unix expect", "modules:\n  u: {prober: unix, unix: {query_response: [{expect: '('}]}}\n".into(), Some("could not compile regular expression")),
+        ("a broken websocket expect", "modules:\n  w: {prober: websocket, websocket: {query_response: [{expect: ':['}]}}\n".into(), Some("could not compile regular expression")),
+        ("a websocket module as blackbox.yml has it", "modules:\n  w: {prober: websocket}\n".into(), None),
+        ("websocket with credentials and headers", "modules:\n  w:\n    prober: websocket\n    websocket:\n      http_config: {basic_auth: {username: u, password: p}, tls_config: {insecure_skip_verify: true}}\n      headers: {X-Some-Header: v}\n      query_response: [{expect: '^Hello,\\s(.+)', send: 'hi ${1}'}, {expect: '^Welcome'}]\n".into(), None),
     ];
     let mut wrong = Vec::new();
     for (case, yaml, want) in &cases {

@@ -55,3 +55,5 @@ mod unix;
 /// `--web.config.file`: TLS, client certificates, basic auth, headers, rate limit; curl and
 /// Debian's Prometheus as clients; certificate rotation; bad files.
 mod web;
+/// `prober: websocket` against an in-process tokio-tungstenite server.
+mod websocket;
