@@ -294,6 +294,7 @@ async fn every_prober_is_refused_before_it_sends_anything() {
   dns_tcp: {prober: dns, timeout: 5s, dns: {query_name: example.org, transport_protocol: tcp}}
   dns_udp: {prober: dns, timeout: 5s, dns: {query_name: example.org}}
   icmp: {prober: icmp, timeout: 5s}
+  websocket: {prober: websocket, timeout: 5s}
 probe_access:
   default: allow
   deny: [127.0.0.4/32]
@@ -312,6 +313,7 @@ probe_access:
         ("postgres", at.clone()),
         ("mqtt", at.clone()),
         ("dns_tcp", at.clone()),
+        ("websocket", format!("ws://{at}/")),
     ] {
         let answer = probe(&lk, module, &target).await;
         assert_refused(&answer, &at, why);
@@ -320,7 +322,7 @@ probe_access:
     assert_refused(&answer, &format!("UDP to {udp_addr}"), why);
     let answer = probe(&lk, "icmp", "127.0.0.4").await;
     assert_refused(&answer, "ICMP to 127.0.0.4", why);
-    assert_eq!(refused_total(&lk, "deny_rule").await, 11.0);
+    assert_eq!(refused_total(&lk, "deny_rule").await, 12.0);
 
     assert_never_reached(&tcp).await;
     // The same fence for UDP: datagrams from one sender arrive in order on loopback.
