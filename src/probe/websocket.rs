@@ -194,7 +194,6 @@ impl Prober for Spec {
         if let Some(hs) = &dialed.handshake {
             crate::probe::tls::record(cx.report, hs);
         }
-        let upgrade_start = Instant::now();
         let mut request = url.as_str().into_client_request().map_err(|e| {
             ProbeFailure::new(
                 FailureKind::InvalidTarget,
@@ -213,7 +212,6 @@ impl Prober for Spec {
         let upgraded = tokio_tungstenite::client_async(request, dialed.stream).await;
         // blackbox: the dial's whole time less the connect.
         let processing = (started.elapsed().as_secs_f64() - connect).max(0.0);
-        let _ = upgrade_start;
         phase(cx, "processing", processing);
         let mut ws = match upgraded {
             Ok((ws, response)) => {
