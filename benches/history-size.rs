@@ -2,22 +2,24 @@
 //!
 //! `size`: one day of results for 50 targets at a 60 s and a 5 s interval through the real
 //! writer (one flush per minute), then the day's real encoded rollup blocks copied into a fresh
-//! store as a year at default retention holds them (7 days of minute blocks, 90 of hour blocks,
-//! 400 days of day blocks: the days of `Settings::default().retention`), and its file size
-//! divided by the targets: bytes per target-year outside the raw window.
+//! store as a year at default retention holds them (7 days of minute blocks, the 5 past the raw
+//! window without latency as the writer strips them, 90 of hour blocks, 400 days of day blocks:
+//! the days of `Settings::default().retention`), and its file size divided by the targets; and
+//! the same without the raw window's days: bytes per target-year outside the raw window.
 //! `writes`: 10k and 100k targets at a 60 s interval, one flush per simulated second, over three
 //! minutes that cross an hour (so a minute close and an hour roll-up are in it), after a warm-up
-//! minute; disk writes from /proc/self/io `write_bytes` per simulated second, and the wall time
-//! of the flushes.
+//! minute, with each target's minutes of the hour leaving the raw window then (so the roll-up
+//! strips their latency); disk writes from /proc/self/io `write_bytes` per simulated second, and
+//! the wall time of the flushes.
 //!
 //! Run: `cargo bench --profile dev --bench history-size [-- size|writes]`
 
 use std::time::{Duration, Instant};
 
 use lookout::health::State;
-use lookout::history::Store;
 use lookout::history::settings::Settings;
 use lookout::history::writer::{Event, Writer};
+use lookout::history::{Block, Slot, Store};
 
 const T0: u64 = 1_709_420_400_000; // 2024-03-02T23:00:00Z
 
@@ -119,32 +121,95 @@ fn size(interval_ms: u64) {
     let avg = |v: &[&(i64, i64, i64, Vec<u8>)]| {
         v.iter().map(|b| b.3.len()).sum::<usize>() as f64 / v.len().max(1) as f64
     };
+    let keep = settings.retention;
+    let days = |r: Duration| (r.as_secs() / 86_400) as i64;
+    // Minute blocks past the raw window are stored without latency, as the writer strips them
+    // (`Block::without_latency`).
+    let bare: Vec<(i64, i64, i64, Vec<u8>)> = minute
+        .iter()
+        .map(|b| {
+            let block = Block::decode(&b.3, 60_000).expect("a minute block");
+            let bytes = block
+                .clone()
+                .without_latency()
+                .unwrap_or(block)
+                .encode(60_000);
+            (b.0, b.1, b.2, bytes)
+        })
+        .collect();
+    let raw_days = days(keep.raw);
+    let year = lay_out(&minute, &bare, &hour, &daily, keep, 0);
+    let outside = lay_out(&minute, &bare, &hour, &daily, keep, raw_days);
+    let full_day_block = {
+        // A day block with all 32 days: the one-day block's slot repeated.
+        let one = daily.first().map(|b| b.3.len()).unwrap_or(0);
+        one.saturating_sub(1) * 32 + 8
+    };
+    let kib = |bytes: u64| bytes as f64 / targets as f64 / 1024.0;
+    println!(
+        "interval {}s: minute block {:.0} B/hour ({:.0} B past the raw window), hour block \
+         {:.0} B/day, day slot {} B; per target at default retention: {:.1} KiB outside the \
+         raw window ({}d), {:.1} KiB for the whole year of rollups (files {} and {} KiB for \
+         {targets} targets; full 32-day blocks would add {:.1} KiB per target)",
+        interval_ms / 1000,
+        avg(&minute),
+        bare.iter().map(|b| b.3.len()).sum::<usize>() as f64 / bare.len().max(1) as f64,
+        avg(&hour),
+        daily.first().map(|b| b.3.len()).unwrap_or(0),
+        kib(outside),
+        raw_days,
+        kib(year),
+        outside / 1024,
+        year / 1024,
+        (full_day_block as f64 - avg(&daily)) * ((days(keep.day) + 31) / 32) as f64 / 1024.0,
+    );
+}
+
+type Row = (i64, i64, i64, Vec<u8>);
+
+/// A fresh store holding the day's blocks laid out as `keep` holds them, less the newest `skip`
+/// days of minutes and hours (those in the raw window), vacuumed and checkpointed; its size.
+fn lay_out(
+    minute: &[&Row],
+    bare: &[Row],
+    hour: &[&Row],
+    daily: &[&Row],
+    keep: lookout::history::settings::Retention,
+    skip: i64,
+) -> u64 {
+    let days = |r: Duration| (r.as_secs() / 86_400) as i64;
+    let raw_days = days(keep.raw);
     let out = tempfile::tempdir().unwrap();
     drop(open(out.path()));
     let mut dst = rusqlite::Connection::open(out.path().join("history.sqlite")).unwrap();
-    let days = |r: Duration| (r.as_secs() / 86_400) as i64;
-    let keep = settings.retention;
     let tx = dst.transaction().unwrap();
     {
         let mut ins = tx
             .prepare("INSERT OR REPLACE INTO rollup (tier, target, start, slots) VALUES (?1, ?2, ?3, ?4)")
             .unwrap();
-        let d = day as i64;
-        for k in 0..days(keep.minute) {
-            for b in &minute {
-                ins.execute((0, b.1, b.2 + k * d, &b.3)).unwrap();
+        // Day k back from now (k = 0 the newest).
+        let d = 86_400_000i64;
+        for k in skip..days(keep.minute) {
+            if k < raw_days {
+                for b in minute {
+                    ins.execute((0, b.1, b.2 - k * d, &b.3)).unwrap();
+                }
+            } else {
+                for b in bare {
+                    ins.execute((0, b.1, b.2 - k * d, &b.3)).unwrap();
+                }
             }
         }
-        for k in 0..days(keep.hour) {
-            for b in &hour {
-                ins.execute((1, b.1, b.2 + k * d, &b.3)).unwrap();
+        for k in skip..days(keep.hour) {
+            for b in hour {
+                ins.execute((1, b.1, b.2 - k * d, &b.3)).unwrap();
             }
         }
         // A day block holds 32 days; the day's block stands for each of them (full blocks: an
-        // upper bound).
+        // upper bound). All of them, also outside the raw window: its two days are in the newest.
         for k in 0..(days(keep.day) + 31) / 32 {
-            for b in &daily {
-                ins.execute((2, b.1, b.2 + k * 32 * d, &b.3)).unwrap();
+            for b in daily {
+                ins.execute((2, b.1, b.2 - k * 32 * d, &b.3)).unwrap();
             }
         }
     }
@@ -153,26 +218,9 @@ fn size(interval_ms: u64) {
     // Everything into the file itself, so its size is the store's.
     dst.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
-    let bytes = std::fs::metadata(out.path().join("history.sqlite"))
+    std::fs::metadata(out.path().join("history.sqlite"))
         .unwrap()
-        .len();
-    let full_day_block = {
-        // A day block with all 32 days: the one-day block's slot repeated.
-        let one = daily.first().map(|b| b.3.len()).unwrap_or(0);
-        one.saturating_sub(1) * 32 + 8
-    };
-    println!(
-        "interval {}s: minute block {:.0} B/hour, hour block {:.0} B/day, day slot {} B; \
-         year at default retention: {:.1} KiB per target (file {} KiB for {targets} targets; \
-         full 32-day blocks would add {:.1} KiB per target)",
-        interval_ms / 1000,
-        avg(&minute),
-        avg(&hour),
-        daily.first().map(|b| b.3.len()).unwrap_or(0),
-        bytes as f64 / targets as f64 / 1024.0,
-        bytes / 1024,
-        (full_day_block as f64 - avg(&daily)) * ((days(keep.day) + 31) / 32) as f64 / 1024.0,
-    );
+        .len()
 }
 
 fn write_bytes() -> u64 {
@@ -201,6 +249,44 @@ fn writes(targets: usize) {
         start,
     ));
     w.flush(ev, start, &settings).unwrap();
+    // Each target's minutes of the hour that passes out of the raw window (48h) at the hour
+    // the run crosses, as they were written: the roll-up strips their latency.
+    {
+        let c = rusqlite::Connection::open(dir.path().join("history.sqlite")).unwrap();
+        let mut block = Block::default();
+        for i in 0..60u8 {
+            let mut s = Slot {
+                successes: 1,
+                up_ms: 60_000,
+                latency_sum_us: 20_000,
+                latency_max_us: 20_000,
+                ..Default::default()
+            };
+            s.sketch.add(20_000);
+            block.set(i, s);
+        }
+        let bytes = block.encode(60_000);
+        let hour = (start / 3_600_000 + 1) * 3_600_000 - 49 * 3_600_000;
+        let ids: Vec<i64> = c
+            .prepare("SELECT id FROM targets")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let tx = c.unchecked_transaction().unwrap();
+        for id in ids {
+            tx.execute(
+                "INSERT INTO rollup (tier, target, start, slots) VALUES (0, ?1, ?2, ?3)",
+                (id, hour as i64, &bytes),
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        // Into the file before the count starts: the run's writes are the writer's.
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+    }
     let before = write_bytes();
     let wall = Instant::now();
     let mut slowest = Duration::ZERO;

@@ -668,7 +668,9 @@ impl Snapshot<'_> {
     }
 
     /// Latency of `target`'s successful probes in `[from, to)`, one point per `step` with
-    /// probes (from minute rollups for steps under an hour, else hour or day rollups).
+    /// probes (from minute rollups for steps under an hour, else hour or day rollups). Minutes
+    /// keep their latency only for the raw window (at least two hours): older steps under an
+    /// hour have no points.
     pub fn latency(
         &self,
         target: &str,

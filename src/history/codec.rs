@@ -107,6 +107,18 @@ impl Slot {
         self.sketch.merge(&o.sketch);
     }
 
+    /// Whether it holds latency (a sum, a max or a sketch).
+    pub fn has_latency(&self) -> bool {
+        self.latency_sum_us != 0 || self.latency_max_us != 0 || !self.sketch.0.is_empty()
+    }
+
+    /// Drops the latency, keeping counts and times (a minute past the raw window).
+    pub fn drop_latency(&mut self) {
+        self.latency_sum_us = 0;
+        self.latency_max_us = 0;
+        self.sketch.0.clear();
+    }
+
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
         *self == Slot::default()
@@ -284,6 +296,17 @@ impl Block {
         out
     }
 
+    /// The block without latency in any slot (`None` when none had any: nothing to rewrite).
+    pub fn without_latency(mut self) -> Option<Block> {
+        if !self.0.iter().any(|(_, s)| s.has_latency()) {
+            return None;
+        }
+        for (_, s) in &mut self.0 {
+            s.drop_latency();
+        }
+        Some(self)
+    }
+
     /// Decodes only each slot's times, stepping over latency, without allocating per slot
     /// (uptime reads nothing else); `None` when it is malformed.
     pub fn decode_times(b: &[u8], len_ms: u64) -> Option<Vec<(u8, Times)>> {
@@ -366,6 +389,32 @@ mod tests {
         // Bitmap (1) + tag (1) + successes (1) + max (2: 2,345 units of 10 µs).
         assert_eq!(quiet.encode(60_000).len(), 5);
         assert_eq!(Block::decode(&[0xff], 60_000), None);
+
+        // Past the raw window: counts and times stay, latency goes, and a minute of twelve
+        // successes all up is two bytes (tag, successes).
+        let bare = b.clone().without_latency().unwrap();
+        assert_eq!(bare.0.len(), 2);
+        for ((i, s), (j, t)) in bare.0.iter().zip(&b.0) {
+            assert_eq!(i, j);
+            assert_eq!((s.successes, s.failures), (t.successes, t.failures));
+            assert_eq!(
+                [s.up_ms, s.down_ms, s.maintenance_ms, s.unknown_ms],
+                [t.up_ms, t.down_ms, t.maintenance_ms, t.unknown_ms]
+            );
+            assert!(!s.has_latency());
+        }
+        let bytes = bare.encode(60_000);
+        assert_eq!(Block::decode(&bytes, 60_000).unwrap(), bare);
+        assert_eq!(bare.without_latency(), None, "nothing left to drop");
+        let mut twelve = Slot {
+            successes: 12,
+            up_ms: 60_000,
+            ..Default::default()
+        };
+        twelve.drop_latency();
+        let mut one_minute = Block::default();
+        one_minute.set(0, twelve);
+        assert_eq!(one_minute.encode(60_000).len(), 1 + 2);
     }
 
     #[test]

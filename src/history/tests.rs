@@ -244,3 +244,84 @@ fn foreign_newer_and_damaged_files_are_refused_and_left_alone() {
     }
     refused(&bytes, "damaged");
 }
+
+#[test]
+fn minutes_past_the_raw_window_keep_counts_and_times_and_lose_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    // Raw results kept a minute: minutes keep their latency the least it can be, two hours.
+    let settings = Settings::build(&Section {
+        retention: settings::RawRetention {
+            raw: Some(crate::values::ConfigDuration(Duration::from_secs(60))),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let t0 = parse_rfc3339("2024-03-03T00:00:00Z").unwrap();
+    let hour = 3_600_000;
+    let (store, mut w) = Store::open(dir.path()).unwrap();
+    w.flush(
+        vec![change("web", State::Unknown, State::Up, t0)],
+        t0,
+        &settings,
+    )
+    .unwrap();
+    // A result every 10 s for four hours and five minutes (20 ms each), flushed every minute:
+    // each closed minute strips the blocks of a sixtieth of the targets.
+    let mut at = t0;
+    while at < t0 + 4 * hour + 5 * 60_000 {
+        let events = (0..6)
+            .map(|k| result("web", at + k * 10_000 + 1, 20, true))
+            .collect();
+        at += 60_000;
+        w.flush(events, at + 1, &settings).unwrap();
+    }
+    let read = |from: u64, to: u64| {
+        slots(&store.read.lock().unwrap(), Tier::Minute, "web", from, to).unwrap()
+    };
+    // Hours 0 and 1 ended more than two hours ago: their minutes are bare.
+    for (from, bare) in [(t0, true), (t0 + hour, true), (t0 + 3 * hour, false)] {
+        let minutes = read(from, from + hour);
+        assert_eq!(minutes.len(), 60, "a slot for each minute");
+        for (_, m) in &minutes {
+            assert_eq!((m.successes, m.failures, m.up_ms), (6, 0, 60_000));
+            assert_eq!(m.has_latency(), !bare, "{m:?}");
+        }
+    }
+    // The hours still hold what their minutes summed; uptime is unchanged.
+    let hours = slots(
+        &store.read.lock().unwrap(),
+        Tier::Hour,
+        "web",
+        t0,
+        t0 + 3 * hour,
+    )
+    .unwrap();
+    assert_eq!(hours.len(), 3);
+    for (_, h) in &hours {
+        assert_eq!((h.successes, h.up_ms), (360, hour));
+        assert_eq!(h.latency_max_us, 20_000);
+        assert_eq!(h.sketch.0.iter().map(|e| e.1).sum::<u32>(), 360);
+    }
+    let u = store.uptime("web", t(t0), t(t0 + 4 * hour)).unwrap();
+    assert_eq!(u.up, Duration::from_secs(4 * 3600));
+    // Latency at minute steps reaches back as far as minutes keep it; hourly steps further.
+    let minute = Duration::from_secs(60);
+    assert!(
+        store
+            .latency("web", t(t0), t(t0 + hour), minute)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .latency("web", t(t0 + 3 * hour), t(t0 + 4 * hour), minute)
+            .unwrap()
+            .len(),
+        60
+    );
+    let hourly = store
+        .latency("web", t(t0), t(t0 + 3 * hour), Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!(hourly.len(), 3);
+}

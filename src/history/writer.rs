@@ -115,6 +115,10 @@ pub struct Writer {
     expired: [u64; 3],
 }
 
+/// Minute blocks keep their latency for the raw window, and at least this long (so an hour is
+/// rolled up, also again after a restart, before its minutes lose what the hour sums).
+const STRIP_AFTER_MIN: u64 = 2 * HOUR;
+
 fn meta(c: &Connection, key: &str) -> rusqlite::Result<Option<u64>> {
     c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
         r.get::<_, i64>(0)
@@ -477,6 +481,7 @@ impl Writer {
             self.close_minute(tx, self.rolled, settings)?;
             out.minutes += 1;
             self.rolled += MINUTE;
+            self.strip_minutes(tx, self.rolled, settings.retention.raw)?;
             if self.rolled.is_multiple_of(HOUR) {
                 rolled_hour = true;
             }
@@ -590,6 +595,44 @@ impl Writer {
             "DELETE FROM incidents WHERE end IS NOT NULL AND end < ?1",
             [cutoff(r.day)],
         )?;
+        Ok(())
+    }
+
+    /// Drops the latency from the minute blocks whose hour ended before the raw window (at
+    /// least `STRIP_AFTER_MIN` ago): past it a minute keeps its counts and times, which uptime
+    /// and the windows' edges read, and latency lives on in the hour that summed it (a minute of
+    /// 5 s probes goes from about 16 bytes to 2). Called as each minute closes (`now_ms`, its
+    /// end), for a sixtieth of the targets, so each is done once in the hour after its block
+    /// left the window and no flush carries them all. Blocks that left it while lookout was not
+    /// running keep their latency until retention deletes them.
+    fn strip_minutes(
+        &mut self,
+        tx: &Transaction<'_>,
+        now_ms: u64,
+        raw: Duration,
+    ) -> rusqlite::Result<()> {
+        let horizon = now_ms.saturating_sub((raw.as_millis() as u64).max(STRIP_AFTER_MIN));
+        // The newest block whose whole hour is past the horizon.
+        let Some(block) = (horizon / HOUR).checked_sub(1).map(|h| (h * HOUR) as i64) else {
+            return Ok(());
+        };
+        let turn = ((now_ms / MINUTE) % 60) as i64;
+        let mut read = tx.prepare_cached(
+            "SELECT slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start = ?3",
+        )?;
+        let mut write = tx.prepare_cached(
+            "UPDATE rollup SET slots = ?4 WHERE tier = ?1 AND target = ?2 AND start = ?3",
+        )?;
+        let len = Tier::Minute.slot_ms();
+        for &id in self.names.keys().filter(|&&id| id.rem_euclid(60) == turn) {
+            let key = (Tier::Minute as i64, id, block);
+            let Some(old) = read.query_row(key, |r| r.get::<_, Vec<u8>>(0)).optional()? else {
+                continue;
+            };
+            if let Some(bare) = Block::decode(&old, len).and_then(Block::without_latency) {
+                write.execute((key.0, key.1, key.2, bare.encode(len)))?;
+            }
+        }
         Ok(())
     }
 
