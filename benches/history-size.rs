@@ -8,8 +8,8 @@
 //! the same without the raw window's days: bytes per target-year outside the raw window.
 //! `writes`: 10k and 100k targets at a 60 s interval, one flush per simulated second, over three
 //! minutes that cross an hour (so a minute close and an hour roll-up are in it), after a warm-up
-//! minute, with each target's minutes of the hour leaving the raw window then (so the roll-up
-//! strips their latency); disk writes from /proc/self/io `write_bytes` per simulated second, and
+//! minute, in a store already holding a day of minute blocks and the hour leaving the raw window
+//! then (whose latency the closing minutes strip); disk writes from /proc/self/io `write_bytes` per simulated second, and
 //! the wall time of the flushes.
 //!
 //! Run: `cargo bench --profile dev --bench history-size [-- size|writes]`
@@ -249,8 +249,10 @@ fn writes(targets: usize) {
         start,
     ));
     w.flush(ev, start, &settings).unwrap();
-    // Each target's minutes of the hour that passes out of the raw window (48h) at the hour
-    // the run crosses, as they were written: the roll-up strips their latency.
+    // A store that already holds a day of minutes, as one in use does (each target's blocks
+    // then span pages; a fresh store packs every target's one block into a few), written before
+    // the count starts: the day before the run, and the hour that passes out of the raw window
+    // (48h) as the run crosses an hour, whose latency the closing minutes strip.
     {
         let c = rusqlite::Connection::open(dir.path().join("history.sqlite")).unwrap();
         let mut block = Block::default();
@@ -266,7 +268,10 @@ fn writes(targets: usize) {
             block.set(i, s);
         }
         let bytes = block.encode(60_000);
-        let hour = (start / 3_600_000 + 1) * 3_600_000 - 49 * 3_600_000;
+        let run_hour = (start / 3_600_000 + 1) * 3_600_000;
+        let hours: Vec<u64> = std::iter::once(run_hour - 49 * 3_600_000)
+            .chain((1..=24).map(|k| run_hour - k * 3_600_000))
+            .collect();
         let ids: Vec<i64> = c
             .prepare("SELECT id FROM targets")
             .unwrap()
@@ -276,11 +281,13 @@ fn writes(targets: usize) {
             .collect();
         let tx = c.unchecked_transaction().unwrap();
         for id in ids {
-            tx.execute(
-                "INSERT INTO rollup (tier, target, start, slots) VALUES (0, ?1, ?2, ?3)",
-                (id, hour as i64, &bytes),
-            )
-            .unwrap();
+            for &hour in &hours {
+                tx.execute(
+                    "INSERT OR IGNORE INTO rollup (tier, target, start, slots) VALUES (0, ?1, ?2, ?3)",
+                    (id, hour as i64, &bytes),
+                )
+                .unwrap();
+            }
         }
         tx.commit().unwrap();
         // Into the file before the count starts: the run's writes are the writer's.
@@ -314,7 +321,11 @@ fn writes(targets: usize) {
 }
 
 fn main() {
-    let what = std::env::args().nth(1).unwrap_or_default();
+    // `cargo bench` passes `--bench`; the first other argument picks the part.
+    let what = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_default();
     if what.is_empty() || what == "size" {
         size(60_000);
         size(5_000);

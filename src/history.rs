@@ -41,7 +41,7 @@ pub const FILE_NAME: &str = "history.sqlite";
 pub const APPLICATION_ID: i32 = 0x6c6b_6874;
 /// The schema version this build writes and reads (2: latency in 10 µs units; 1 kept µs). A file
 /// of any other version is refused, not converted.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Why the store cannot be opened or read.
 #[derive(Debug)]
@@ -241,7 +241,7 @@ CREATE TABLE raw (
     kind TEXT, reason TEXT, PRIMARY KEY (start, target)) WITHOUT ROWID;
 CREATE TABLE rollup (
     tier INTEGER NOT NULL, target INTEGER NOT NULL, start INTEGER NOT NULL, slots BLOB NOT NULL,
-    PRIMARY KEY (tier, target, start)) WITHOUT ROWID;
+    PRIMARY KEY (tier, start, target)) WITHOUT ROWID;
 CREATE TABLE changes (
     id INTEGER PRIMARY KEY, target INTEGER NOT NULL, at INTEGER NOT NULL,
     from_state INTEGER NOT NULL, to_state INTEGER NOT NULL, root_causes TEXT NOT NULL,
@@ -276,7 +276,9 @@ pub(crate) fn open_file(dir: &Path) -> Result<(PathBuf, Connection), HistoryErro
             // upgrade may sit there, not yet checkpointed into the file).
             let app: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
             let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-            if app != APPLICATION_ID || version != SCHEMA_VERSION {
+            if app == APPLICATION_ID && version == 2 {
+                upgrade_from_2(&conn)?;
+            } else if app != APPLICATION_ID || version != SCHEMA_VERSION {
                 return Ok(Some(format!(
                     "written by another lookout version or another program (application_id {app:#x}, schema version {version}, this build reads version {SCHEMA_VERSION}); refusing to touch it"
                 )));
@@ -309,6 +311,27 @@ pub(crate) fn open_file(dir: &Path) -> Result<(PathBuf, Connection), HistoryErro
     Ok((file, conn))
 }
 
+/// Schema version 2 to 3, in one transaction (a crash leaves version 2 whole): rollup rows
+/// keyed by (tier, start, target) instead of (tier, target, start), so a minute's close, which
+/// rewrites every target's block of the same hour, dirties pages holding only those blocks, not
+/// a page per target (version 2 wrote a 16 KiB page per target a minute once a store held a day).
+fn upgrade_from_2(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(
+        "CREATE TABLE rollup_3 (
+            tier INTEGER NOT NULL, target INTEGER NOT NULL, start INTEGER NOT NULL,
+            slots BLOB NOT NULL, PRIMARY KEY (tier, start, target)) WITHOUT ROWID;
+         INSERT INTO rollup_3 (tier, target, start, slots)
+             SELECT tier, target, start, slots FROM rollup ORDER BY tier, start, target;
+         DROP TABLE rollup;
+         ALTER TABLE rollup_3 RENAME TO rollup;",
+    )?;
+    tx.pragma_update(None, "user_version", 3)?;
+    tx.commit()?;
+    tracing::info!("History store converted from schema version 2 to 3");
+    Ok(())
+}
+
 /// Reads an existing file's header read-only: its SQLite magic, `application_id`,
 /// `user_version`, and the schema's tables. An error says what is wrong; nothing is written.
 fn check_existing(file: &Path) -> Result<(), String> {
@@ -337,9 +360,9 @@ fn check_existing(file: &Path) -> Result<(), String> {
             "schema version {version} is not one lookout wrote; refusing to touch it"
         ));
     }
-    if version < SCHEMA_VERSION {
+    if version < 2 {
         return Err(format!(
-            "written by an older lookout (schema version {version}, this build reads version {SCHEMA_VERSION} and does not convert); refusing to touch it: move it away or point --storage.path elsewhere"
+            "written by an older lookout (schema version {version}, this build reads version {SCHEMA_VERSION} and converts only from version 2); refusing to touch it: move it away or point --storage.path elsewhere"
         ));
     }
     // Read-only and immutable (no locks, no WAL or shared-memory files created), so even a
@@ -856,6 +879,10 @@ fn target_id(c: &Connection, target: &str) -> rusqlite::Result<Option<i64>> {
 }
 
 /// The slots of `tier` for `target` that start in `[from, to)`, in time order.
+/// One rollup block: tier, target, block start.
+pub(crate) const BLOCK_QUERY: &str =
+    "SELECT slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start = ?3";
+
 pub(crate) fn slots(
     c: &Connection,
     tier: Tier,
@@ -880,14 +907,20 @@ pub(crate) fn slots_by_id(
     if to <= from {
         return Ok(out);
     }
-    let mut st = c.prepare_cached(
-        "SELECT start, slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start >= ?3 AND start < ?4 ORDER BY start",
-    )?;
-    let first_block = tier.locate(from).0;
-    let mut rows = st.query((tier as i64, id, first_block as i64, to as i64))?;
-    while let Some(r) = rows.next()? {
-        let start = r.get::<_, i64>(0)? as u64;
-        let bytes: Vec<u8> = r.get(1)?;
+    // One point read per block: rows are keyed by (tier, start, target), so a range of starts
+    // for one target is not contiguous.
+    let mut st = c.prepare_cached(BLOCK_QUERY)?;
+    let mut start = tier.locate(from).0;
+    while start < to {
+        let this = start;
+        start += tier.block_ms();
+        let Some(bytes) = st
+            .query_row((tier as i64, id, this as i64), |r| r.get::<_, Vec<u8>>(0))
+            .optional()?
+        else {
+            continue;
+        };
+        let start = this;
         let Some(block) = Block::decode(&bytes, tier.slot_ms()) else {
             return Err(rusqlite::Error::InvalidColumnType(
                 1,
@@ -965,9 +998,7 @@ impl<'c> Reader<'c> {
             None => {
                 let bytes: Option<Vec<u8>> = self
                     .c
-                    .prepare_cached(
-                        "SELECT slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start = ?3",
-                    )?
+                    .prepare_cached(BLOCK_QUERY)?
                     .query_row((tier as i64, id, start as i64), |r| r.get(0))
                     .optional()?;
                 let entry = match bytes {
@@ -986,39 +1017,12 @@ impl<'c> Reader<'c> {
     }
 
     /// Reads every block of `tier` that starts in `[from, to)` (the block holding `from`
-    /// included) in one range query, so later folds find them (or their absence) read.
+    /// included), one point read each (rows are keyed by tier and start first), so later folds
+    /// find them (or their absence) read.
     fn prefetch(&mut self, tier: Tier, from: u64, to: u64) -> rusqlite::Result<()> {
-        let Some(id) = self.id else {
-            return Ok(());
-        };
-        let from = tier.locate(from).0;
-        let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
-        {
-            let mut st = self.c.prepare_cached(
-                "SELECT start, slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start >= ?3 AND start < ?4",
-            )?;
-            let mut rows = st.query((tier as i64, id, from as i64, to as i64))?;
-            while let Some(r) = rows.next()? {
-                found.push((r.get::<_, i64>(0)? as u64, r.get(1)?));
-            }
-        }
-        let mut b = from;
+        let mut b = tier.locate(from).0;
         while b < to {
-            if !self.blocks.iter().any(|(k, _)| *k == (tier, b)) {
-                let entry = match found.iter_mut().find(|(s, _)| *s == b) {
-                    None => None,
-                    Some((_, bytes)) => {
-                        let bytes = std::mem::take(bytes);
-                        Some(Entry {
-                            times: Block::decode_times(&bytes, tier.slot_ms())
-                                .ok_or_else(malformed)?,
-                            bytes,
-                            full: None,
-                        })
-                    }
-                };
-                self.blocks.push(((tier, b), entry));
-            }
+            self.entry(tier, b)?;
             b += tier.block_ms();
         }
         Ok(())

@@ -235,6 +235,8 @@ fn foreign_newer_and_damaged_files_are_refused_and_left_alone() {
         &sqlite_file(APPLICATION_ID, 1),
         "older lookout (schema version 1",
     );
+    // Version 2 is converted (below); version 0 was never written.
+    refused(&sqlite_file(APPLICATION_ID, 0), "not one lookout wrote");
     // A real store with its pages overwritten past the header.
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path()).unwrap());
@@ -324,4 +326,73 @@ fn minutes_past_the_raw_window_keep_counts_and_times_and_lose_latency() {
         .latency("web", t(t0), t(t0 + 3 * hour), Duration::from_secs(3600))
         .unwrap();
     assert_eq!(hourly.len(), 3);
+}
+
+#[test]
+fn a_version_2_store_is_converted_with_its_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = parse_rfc3339("2024-03-03T00:00:00Z").unwrap();
+    let settings = Settings::default();
+    let (expected, uptime) = {
+        let (store, mut w) = Store::open(dir.path()).unwrap();
+        let mut events = vec![change("web", State::Unknown, State::Up, t0)];
+        events.extend((0..30).map(|k| result("web", t0 + k * 10_000 + 1, 20, true)));
+        w.flush(events, t0 + 301_000, &settings).unwrap();
+        drop(w);
+        let minutes = slots(
+            &store.read.lock().unwrap(),
+            Tier::Minute,
+            "web",
+            t0,
+            t0 + 300_000,
+        )
+        .unwrap();
+        let u = store.uptime("web", t(t0), t(t0 + 300_000)).unwrap();
+        (minutes, u)
+    };
+    assert_eq!(expected.len(), 5);
+    // The same rows in version 2's layout: keyed by (tier, target, start).
+    {
+        let c = rusqlite::Connection::open(dir.path().join(FILE_NAME)).unwrap();
+        c.execute_batch(
+            "BEGIN;
+             CREATE TABLE old (tier INTEGER NOT NULL, target INTEGER NOT NULL,
+                 start INTEGER NOT NULL, slots BLOB NOT NULL,
+                 PRIMARY KEY (tier, target, start)) WITHOUT ROWID;
+             INSERT INTO old SELECT tier, target, start, slots FROM rollup;
+             DROP TABLE rollup;
+             ALTER TABLE old RENAME TO rollup;
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )
+        .unwrap();
+        let pk: String = c
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'rollup'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(pk.contains("PRIMARY KEY (tier, target, start)"), "{pk}");
+    }
+    let (store, _w) = Store::open(dir.path()).unwrap();
+    let c = store.read.lock().unwrap();
+    let version: i32 = c
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let pk: String = c
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'rollup'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(pk.contains("PRIMARY KEY (tier, start, target)"), "{pk}");
+    assert_eq!(
+        slots(&c, Tier::Minute, "web", t0, t0 + 300_000).unwrap(),
+        expected
+    );
+    drop(c);
+    assert_eq!(store.uptime("web", t(t0), t(t0 + 300_000)).unwrap(), uptime);
 }

@@ -111,7 +111,7 @@ pub struct Writer {
     replay: Option<(Vec<Event>, u64)>,
     /// Per tier, how many block starts were below the retention cutoff at the last expiry:
     /// until it changes there is nothing new to delete in that tier (an hour block goes once a
-    /// day, a day block once in 32), so the per-target deletes are skipped.
+    /// day, a day block once in 32), so the delete is skipped.
     expired: [u64; 3],
 }
 
@@ -571,8 +571,7 @@ impl Writer {
         let r = settings.retention;
         let cutoff = |d: Duration| now_ms.saturating_sub(d.as_millis() as u64) as i64;
         tx.execute("DELETE FROM raw WHERE start < ?1", [cutoff(r.raw)])?;
-        let mut st =
-            tx.prepare_cached("DELETE FROM rollup WHERE tier = ?1 AND target = ?2 AND start < ?3")?;
+        let mut st = tx.prepare_cached("DELETE FROM rollup WHERE tier = ?1 AND start < ?2")?;
         for (tier, keep) in [
             (Tier::Minute, r.minute),
             (Tier::Hour, r.hour),
@@ -584,9 +583,7 @@ impl Writer {
             if below == self.expired[tier as usize] {
                 continue;
             }
-            for &id in self.names.keys() {
-                st.execute((tier as i64, id, before))?;
-            }
+            st.execute((tier as i64, before))?;
             // (Noted before the commit: a failed flush leaves these blocks to the next change.)
             self.expired[tier as usize] = below;
         }
@@ -617,9 +614,7 @@ impl Writer {
             return Ok(());
         };
         let turn = ((now_ms / MINUTE) % 60) as i64;
-        let mut read = tx.prepare_cached(
-            "SELECT slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start = ?3",
-        )?;
+        let mut read = tx.prepare_cached(super::BLOCK_QUERY)?;
         let mut write = tx.prepare_cached(
             "UPDATE rollup SET slots = ?4 WHERE tier = ?1 AND target = ?2 AND start = ?3",
         )?;
@@ -663,7 +658,7 @@ fn write_slot(
 ) -> rusqlite::Result<()> {
     let (block_start, i) = tier.locate(start);
     let old: Option<Vec<u8>> = tx
-        .prepare_cached("SELECT slots FROM rollup WHERE tier = ?1 AND target = ?2 AND start = ?3")?
+        .prepare_cached(super::BLOCK_QUERY)?
         .query_row((tier as i64, id, block_start as i64), |r| r.get(0))
         .optional()?;
     let mut block = old
