@@ -3,6 +3,7 @@
 mod body;
 mod cel;
 mod client;
+mod h3;
 mod oauth2;
 mod redirect;
 
@@ -263,7 +264,7 @@ pub struct Section {
     /// Offer HTTP/2 over TLS (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_http2: Option<bool>,
-    /// HTTP/3 (blackbox 0.28+; not supported).
+    /// HTTP/3 over QUIC (blackbox 0.28+).
     #[serde(default, skip_serializing_if = "is_false")]
     pub enable_http3: bool,
     /// ip4 or ip6 (default ip6).
@@ -336,6 +337,8 @@ pub struct Spec {
     env_proxies: (Option<Proxy>, Option<Proxy>),
     skip_resolve_phase_with_proxy: bool,
     enable_http2: bool,
+    /// `enable_http3`: every request over QUIC (`h3.rs`).
+    enable_http3: bool,
     ip: IpPreference,
     unsupported: Option<String>,
     /// `oauth2`: where the probe's token comes from (shared by the module's probes).
@@ -487,7 +490,8 @@ impl Spec {
             .map_err(|e| e.within("tls_config"))?;
         let proxy = build_proxy(section)?;
         check_http3(section)?;
-        let unsupported = unsupported_reason(section, &tls);
+        // Why lookout cannot run this module, if it cannot.
+        let unsupported = tls.unsupported.clone();
         let follow_redirects = match (section.follow_redirects, section.no_follow_redirects) {
             (Some(f), _) => f,
             (None, Some(n)) => !n,
@@ -523,6 +527,7 @@ impl Spec {
             },
             skip_resolve_phase_with_proxy: section.skip_resolve_phase_with_proxy,
             enable_http2: section.enable_http2.unwrap_or(true),
+            enable_http3: section.enable_http3,
             ip: IpPreference::from_config(
                 section.preferred_ip_protocol,
                 section.ip_protocol_fallback,
@@ -891,15 +896,6 @@ fn build_proxy(section: &Section) -> Result<Option<Proxy>, FieldError> {
         }
     };
     Ok(proxy)
-}
-
-/// Why lookout cannot run this module, if it cannot (the last reason that applies wins).
-fn unsupported_reason(section: &Section, tls: &tls::Spec) -> Option<String> {
-    let mut unsupported = tls.unsupported.clone();
-    if section.enable_http3 {
-        unsupported = Some("enable_http3 is not supported by lookout".into());
-    }
-    unsupported
 }
 
 impl Spec {

@@ -152,6 +152,10 @@ struct Trust {
 #[derive(Debug, Clone)]
 pub struct Spec {
     base: Arc<ClientConfig>,
+    /// For QUIC (`enable_http3`): TLS 1.3 with the one suite every TLS 1.3 server has, so the
+    /// negotiated suite is known (quinn does not tell it); `None` when the config leaves out
+    /// TLS 1.3.
+    quic: Option<Arc<ClientConfig>>,
     trust: Arc<Trust>,
     /// `server_name` from the config, if any.
     pub server_name: Option<String>,
@@ -267,14 +271,20 @@ impl Spec {
             insecure: section.insecure_skip_verify,
             check_name: true,
         });
-        let builder = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&versions)
-            .map_err(|e| FieldError::new("", e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainVerifier {
-                trust: trust.clone(),
-                chain: Mutex::default(),
-            }));
+        let builder =
+            |provider: Arc<CryptoProvider>,
+             versions: &[&'static rustls::SupportedProtocolVersion]| {
+                ClientConfig::builder_with_provider(provider)
+                    .with_protocol_versions(versions)
+                    .map_err(|e| FieldError::new("", e.to_string()))
+                    .map(|b| {
+                        b.dangerous()
+                            .with_custom_certificate_verifier(Arc::new(ChainVerifier {
+                                trust: trust.clone(),
+                                chain: Mutex::default(),
+                            }))
+                    })
+            };
         let cert_field = from(&section.cert_file, "cert", "cert_file");
         let key_field = from(&section.key_file, "key", "key_file");
         let cert_pem = value_or_file(
@@ -301,7 +311,7 @@ impl Spec {
                 }),
             },
         )?;
-        let mut config = match (cert_pem, key_pem) {
+        let auth = match (cert_pem, key_pem) {
             (Some(cert), Some(key)) => {
                 let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
                     .collect::<Result<_, _>>()
@@ -314,11 +324,9 @@ impl Spec {
                 let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
                     FieldError::new(key_field, format!("not a PEM private key: {e}"))
                 })?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| FieldError::new(key_field, e.to_string()))?
+                Some((chain, key))
             }
-            (None, None) => builder.with_no_client_auth(),
+            (None, None) => None,
             (Some(_), None) => {
                 return Err(FieldError::new(
                     cert_field,
@@ -332,8 +340,29 @@ impl Spec {
                 ));
             }
         };
-        // Every probe is a full handshake, as blackbox's are: no session resumption.
-        config.resumption = rustls::client::Resumption::disabled();
+        let make = |provider: Arc<CryptoProvider>,
+                    versions: &[&'static rustls::SupportedProtocolVersion]|
+         -> Result<ClientConfig, FieldError> {
+            let b = builder(provider, versions)?;
+            let mut config = match &auth {
+                Some((chain, key)) => b
+                    .with_client_auth_cert(chain.clone(), key.clone_key())
+                    .map_err(|e| FieldError::new(key_field, e.to_string()))?,
+                None => b.with_no_client_auth(),
+            };
+            // Every probe is a full handshake, as blackbox's are: no session resumption.
+            config.resumption = rustls::client::Resumption::disabled();
+            Ok(config)
+        };
+        let config = make(provider.clone(), &versions)?;
+        let quic = if max >= TlsVersion::TLS13 {
+            let mut p = (*provider).clone();
+            p.cipher_suites
+                .retain(|s| s.suite() == rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+            Some(Arc::new(make(Arc::new(p), &[&rustls::version::TLS13])?))
+        } else {
+            None
+        };
         if let Some(name) = &section.server_name {
             ServerName::try_from(name.clone()).map_err(|e| {
                 FieldError::new("server_name", format!("server_name {name:?}: {e}"))
@@ -341,6 +370,7 @@ impl Spec {
         }
         Ok(Spec {
             base: Arc::new(config),
+            quic,
             trust,
             server_name: section.server_name.clone(),
             unsupported,
@@ -422,6 +452,66 @@ impl Spec {
             verified_chain: verified,
         };
         Ok((tls, handshake))
+    }
+}
+
+/// What a QUIC connection needs of a module's TLS settings, and what it learns back.
+#[derive(Debug)]
+pub struct Quic {
+    /// The client configuration (TLS 1.3, `alpn` offered, the chain recorded).
+    pub config: Arc<ClientConfig>,
+    verifier: Arc<ChainVerifier>,
+}
+
+impl Spec {
+    /// The TLS configuration of a QUIC connection offering `alpn`; fails when the module's
+    /// `tls_config` leaves out TLS 1.3 (QUIC has no other).
+    pub fn quic(&self, alpn: &[&[u8]]) -> Result<Quic, ProbeFailure> {
+        if let Some(reason) = &self.unsupported {
+            return Err(ProbeFailure::new(FailureKind::Unsupported, reason.clone()));
+        }
+        let Some(base) = &self.quic else {
+            return Err(ProbeFailure::new(
+                FailureKind::Tls,
+                "HTTP/3 needs TLS 1.3, which tls_config.max_version leaves out",
+            ));
+        };
+        let verifier = Arc::new(ChainVerifier {
+            trust: self.trust.clone(),
+            chain: Mutex::default(),
+        });
+        let mut config = (**base).clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+            .dangerous()
+            .set_certificate_verifier(verifier.clone());
+        Ok(Quic {
+            config: Arc::new(config),
+            verifier,
+        })
+    }
+}
+
+impl Quic {
+    /// The handshake's facts once QUIC connected: the certificates the server sent, the chain
+    /// verified, TLS 1.3 and the one suite offered.
+    pub fn handshake(
+        &self,
+        peer: Vec<CertificateDer<'static>>,
+        alpn: Option<Vec<u8>>,
+    ) -> Handshake {
+        Handshake {
+            version: "TLS 1.3",
+            cipher: cipher_name(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256),
+            alpn,
+            peer,
+            verified_chain: self
+                .verifier
+                .chain
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        }
     }
 }
 

@@ -29,6 +29,8 @@ mod history;
 mod hostile;
 /// The HTTP prober against in-process hyper servers.
 mod http;
+/// `enable_http3`: probes over QUIC against an in-process quinn/h3 server.
+mod http3;
 /// The ICMP prober on loopback and in network namespaces the tests create.
 mod icmp;
 /// probe_limits: 429 and Retry-After past the per-client and global limits.

@@ -4,9 +4,7 @@
 use std::io;
 
 use async_compression::tokio::bufread::{BrotliDecoder, DeflateDecoder, GzipDecoder};
-use futures_util::TryStreamExt;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio_util::io::StreamReader;
 
@@ -60,17 +58,11 @@ fn match_lists(
 /// matching are kept, at most `body_size_limit` (or `DEFAULT_MATCH_LIMIT`).
 pub(super) async fn read(
     spec: &Spec,
-    body: Incoming,
+    body: super::client::Body,
     match_body: bool,
     report: &mut Report,
 ) -> Outcome {
-    read_stream(
-        spec,
-        body.into_data_stream().map_err(io::Error::other),
-        match_body,
-        report,
-    )
-    .await
+    read_stream(spec, body.into_data_stream(), match_body, report).await
 }
 
 /// `read` over any stream of body chunks (the fuzz target's seam).

@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Version};
 use http_body_util::{Empty, Full, combinators::BoxBody};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,12 +33,15 @@ const USER_AGENT: &str = concat!("lookout/", env!("CARGO_PKG_VERSION"));
 
 /// Aborts the spawned connection driver when the probe ends or is cancelled, so no socket
 /// outlives its probe.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
+
+/// A response body, whichever HTTP version carried it.
+pub(super) type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Where and how one request of the redirect chain is sent.
 pub(super) struct Hop {
@@ -57,7 +59,7 @@ pub(super) struct Hop {
     pub headers: HeaderMap,
 }
 
-fn phase(report: &mut Report, name: &str, secs: f64) {
+pub(super) fn phase(report: &mut Report, name: &str, secs: f64) {
     report.add(&PROBE_HTTP_DURATION_SECONDS, &[("phase", name)], secs);
 }
 
@@ -119,7 +121,12 @@ async fn probe_with(
     if spec.cel.is_some() {
         cx.report.declare(&super::cel::PROBE_FAILED_DUE_TO_CEL);
     }
-    let target_url = parse_target(&req.target)?;
+    let mut target_url = parse_target(&req.target)?;
+    if spec.enable_http3 && target_url.scheme() == "http" {
+        // HTTP/3 is over TLS only: blackbox probes https:// instead, and says so.
+        let _ = target_url.set_scheme("https");
+        tracing::warn!(converted_target = %target_url, "Converting HTTP to HTTPS for HTTP/3");
+    }
     let ip = resolve_target(spec, &target_url, cx).await?;
     for p in ["connect", "tls", "processing", "transfer"] {
         cx.report
@@ -241,7 +248,7 @@ fn prepare_request(
 /// The request chain's end: the final response (or the redirect not followed) and what the
 /// checks need to know about how it came.
 struct Exchange {
-    response: http::Response<Incoming>,
+    response: http::Response<Body>,
     /// The TLS handshake of the final request, if it was over TLS.
     handshake: Option<tls::Handshake>,
     /// The final response is a redirect that was not followed: its body is not read.
@@ -381,7 +388,7 @@ async fn check_final_response(
 }
 
 /// `valid_status_codes` (2xx by default).
-fn check_status(spec: &Spec, response: &http::Response<Incoming>, verdict: &mut Verdict) {
+fn check_status(spec: &Spec, response: &http::Response<Body>, verdict: &mut Verdict) {
     let status = response.status().as_u16();
     debug!(status_code = status, "Received HTTP response");
     if !spec.status_ok(status) {
@@ -397,7 +404,7 @@ fn check_status(spec: &Spec, response: &http::Response<Incoming>, verdict: &mut 
 /// The status code, content length, redirect count and whether the final request used TLS.
 fn record_response(
     report: &mut Report,
-    response: &http::Response<Incoming>,
+    response: &http::Response<Body>,
     redirects: usize,
     over_tls: bool,
 ) {
@@ -434,7 +441,7 @@ fn check_response_headers(
 /// body is not read; blackbox matches the expressions against it as an empty body.
 async fn check_body(
     spec: &Spec,
-    response: http::Response<Incoming>,
+    response: http::Response<Body>,
     unfollowed: bool,
     verdict: &mut Verdict,
     report: &mut Report,
@@ -552,7 +559,7 @@ fn check_tls(
 }
 
 /// Go's `resp.ContentLength`: the header's value, 0 for bodiless statuses, else -1.
-fn content_length(resp: &http::Response<Incoming>) -> i64 {
+fn content_length(resp: &http::Response<Body>) -> i64 {
     let status = resp.status().as_u16();
     if (100..200).contains(&status) || status == 204 || status == 304 {
         return 0;
@@ -603,12 +610,12 @@ pub(super) fn check_headers(spec: &Spec, headers: &HeaderMap) -> Result<(), Prob
     Ok(())
 }
 
-struct SentRequest {
-    response: http::Response<Incoming>,
-    handshake: Option<tls::Handshake>,
-    response_start: Instant,
+pub(super) struct SentRequest {
+    pub response: http::Response<Body>,
+    pub handshake: Option<tls::Handshake>,
+    pub response_start: Instant,
     /// Keeps the connection driven until the response body has been read.
-    _driver: AbortOnDrop,
+    pub _driver: AbortOnDrop,
 }
 
 /// Connects, shakes hands and sends one request; records this hop's phases as they complete.
@@ -626,6 +633,10 @@ async fn send(
         .unwrap_or(if https { 443 } else { 80 });
     let proxy = spec.proxy_for(&hop.url);
     debug!(url = %hop.url, host = %hop.host_header, "Making HTTP request");
+    if spec.enable_http3 {
+        let request = build_request(spec, hop, cookies, None, true)?;
+        return super::h3::send(spec, hop, hop_index, port, request, cx).await;
+    }
     let (stream, handshake, got_conn) = connect_hop(spec, hop, hop_index, proxy, port, cx).await?;
     let h2 = handshake.as_ref().and_then(|h| h.alpn.as_deref()) == Some(b"h2".as_slice());
     let request = build_request(spec, hop, cookies, proxy, h2)?;
@@ -876,7 +887,7 @@ async fn exchange(
     io: TokioIo<Stream>,
     request: Request<BoxBody<Bytes, std::convert::Infallible>>,
     h2: bool,
-) -> Result<(http::Response<Incoming>, AbortOnDrop), ProbeFailure> {
+) -> Result<(http::Response<Body>, AbortOnDrop), ProbeFailure> {
     let response = if h2 {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
@@ -907,10 +918,14 @@ async fn exchange(
             format!("HTTP request: {}", hyper_error(&e)),
         )
     })?;
-    Ok((response, driver))
+    use http_body_util::BodyExt as _;
+    Ok((
+        response.map(|b| b.map_err(std::io::Error::other).boxed_unsync()),
+        driver,
+    ))
 }
 
-fn hyper_error(e: &hyper::Error) -> String {
+pub(super) fn hyper_error(e: &hyper::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
