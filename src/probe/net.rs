@@ -383,6 +383,32 @@ pub async fn bind_udp(
     Ok(socket)
 }
 
+/// A UDP socket for talking to `peer` once the policy allows it, bound to the unspecified address
+/// of `peer`'s family but not connected: QUIC (quinn) takes it so, and a refusal (ICMP port
+/// unreachable) then reads as silence, the probe failing at its deadline as blackbox's does,
+/// instead of ending quinn's endpoint.
+// The one other place UDP sockets are opened; `clippy.toml` forbids it elsewhere.
+#[allow(clippy::disallowed_methods)]
+pub fn bind_udp_unconnected(
+    policy: &dyn DialPolicy,
+    peer: SocketAddr,
+) -> Result<std::net::UdpSocket, ProbeFailure> {
+    policy.check(peer, Transport::Udp)?;
+    let bind = SocketAddr::new(
+        match peer {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        },
+        0,
+    );
+    std::net::UdpSocket::bind(bind).map_err(|e| {
+        ProbeFailure::new(
+            FailureKind::Connect,
+            format!("binding a UDP socket to {bind}: {e}"),
+        )
+    })
+}
+
 /// Asks the policy about an ICMP destination; the ICMP prober opens its own (datagram or raw)
 /// socket, so this is its only gate.
 pub fn permit_icmp(policy: &dyn DialPolicy, peer: IpAddr) -> Result<(), ProbeFailure> {

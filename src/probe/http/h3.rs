@@ -1,11 +1,11 @@
 //! `enable_http3`: one request over QUIC (quinn) and HTTP/3 (h3), as blackbox 0.28 sends it
-//! through quic-go's transport. The UDP socket comes from the dial path (`net::bind_udp`, so
+//! through quic-go's transport. The UDP socket comes from the dial path (`net::bind_udp_unconnected`, so
 //! `probe_access` judges the address first) and is handed to a quinn endpoint of this probe's
 //! own; the TLS settings are the module's (`tls::Spec::quic`: TLS 1.3, ALPN `h3`).
 //!
-//! Phases: QUIC has no connection before its handshake, so `connect` is 0 and the handshake
-//! counts as `tls`; `processing` runs from the handshake's end to the response headers and
-//! `transfer` over the body, as for HTTP/1.1 and 2.
+//! Phases: QUIC has no connection before its handshake; as quic-go's transport under blackbox,
+//! the handshake counts as both `connect` and `tls`. `processing` runs from the handshake's end
+//! to the response headers and `transfer` over the body, as for HTTP/1.1 and 2.
 
 use std::io;
 use std::net::SocketAddr;
@@ -50,10 +50,7 @@ pub(super) async fn send(
         }
     };
     let peer = SocketAddr::new(ip, port);
-    let socket = net::bind_udp(cx.dial_policy, peer, None).await?;
-    let socket = socket
-        .into_std()
-        .map_err(|e| ProbeFailure::new(FailureKind::Connect, format!("UDP socket: {e}")))?;
+    let socket = net::bind_udp_unconnected(cx.dial_policy, peer)?;
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
         None,
@@ -68,7 +65,6 @@ pub(super) async fn send(
     let connecting = endpoint
         .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), peer, name)
         .map_err(|e| ProbeFailure::new(FailureKind::Tls, format!("QUIC connect: {e}")))?;
-    phase(cx.report, "connect", 0.0);
     let tls_start = Instant::now();
     let conn = connecting.await.map_err(|e| {
         let kind = match &e {
@@ -78,11 +74,10 @@ pub(super) async fn send(
         ProbeFailure::new(kind, format!("QUIC handshake with {peer}: {e}"))
     })?;
     let got_conn = Instant::now();
-    phase(
-        cx.report,
-        "tls",
-        got_conn.duration_since(tls_start).as_secs_f64(),
-    );
+    // quic-go reports the handshake as both phases; so does lookout, for the same sums.
+    let handshake_secs = got_conn.duration_since(tls_start).as_secs_f64();
+    phase(cx.report, "connect", handshake_secs);
+    phase(cx.report, "tls", handshake_secs);
     let peer_certs: Vec<rustls::pki_types::CertificateDer<'static>> = conn
         .peer_identity()
         .and_then(|id| {
