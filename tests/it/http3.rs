@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::support::certs::Ca;
 use crate::support::lookout::Lookout;
@@ -14,12 +13,7 @@ use crate::support::lookout::Lookout;
 /// An HTTP/3 server for `leaf` answering every request 200 with "hello over h3" (404 for
 /// `/missing`); returns its address and the requests' method, path and headers it saw.
 async fn server(leaf: &crate::support::certs::Leaf) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let chain: Vec<CertificateDer<'static>> = leaf
-        .chain_ders
-        .iter()
-        .map(|d| CertificateDer::from(d.clone()))
-        .collect();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
+    let (chain, key) = leaf.rustls_identity();
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

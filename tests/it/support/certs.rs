@@ -413,6 +413,23 @@ pub struct Leaf {
 }
 
 impl Leaf {
+    /// What a rustls server presents: the chain (leaf first) and the private key.
+    pub fn rustls_identity(
+        &self,
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let chain = self
+            .chain_ders
+            .iter()
+            .map(|d| CertificateDer::from(d.clone()))
+            .collect();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
+        (chain, key)
+    }
+
     /// Writes `chain_pem` and `key_pem` into `dir` (unique file names) and
     /// returns `(cert_path, key_path)` for a tls_config `cert_file`/`key_file`.
     pub fn write_to(&self, dir: &Path) -> (PathBuf, PathBuf) {
