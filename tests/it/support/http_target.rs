@@ -40,7 +40,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -602,12 +602,7 @@ impl HttpTarget {
             }
             None => builder.with_no_client_auth(),
         };
-        let chain = leaf
-            .chain_ders
-            .iter()
-            .map(|der| CertificateDer::from(der.clone()))
-            .collect();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
+        let (chain, key) = leaf.rustls_identity();
         let mut config = builder
             .with_single_cert(chain, key)
             .expect("server certificate and key");
