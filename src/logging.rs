@@ -37,32 +37,98 @@ type Pairs = Vec<(&'static str, String)>;
 ///
 /// Formatting every event of every probe into a line (timestamp, quoting, the probe's fields)
 /// cost more than the probe's own bookkeeping, while only `debug=true` and `/logs?id=` ever read
-/// one; what is kept here is what the line needs, captured at the time of the event.
-#[derive(Debug, Clone)]
+/// one; what is kept here is what the line needs, captured at the time of the event. Its text
+/// lives in its log's one buffer (`ProbeLog::text`), so an event costs no allocation of its own.
+#[derive(Debug, Clone, Copy)]
 struct Captured {
     at: SystemTime,
     level: Level,
-    msg: String,
-    /// The probe's own fields (`module`, `target`, `prober`), shared by all its events.
-    scope: Arc<[(&'static str, String)]>,
-    /// Fields of spans inside the probe (root first), then the event's own fields.
-    fields: Pairs,
+    /// The message's span of `ProbeLog::text`.
+    msg: (u32, u32),
+    /// Its fields' span of `ProbeLog::fields`: those of spans inside the probe (root first),
+    /// then the event's own.
+    fields: (u32, u32),
 }
 
 /// A probe's captured log: its events, formatted as logfmt lines when read.
 #[derive(Debug, Default, Clone)]
 pub struct ProbeLog {
+    /// The probe's own fields (`module`, `target`, `prober`), shared by all its events.
+    scope: Option<Arc<[(&'static str, String)]>>,
+    /// Every message and value of every event, one after the other.
+    text: String,
+    /// Every field of every event: its key and its value's span of `text`.
+    fields: Vec<(&'static str, u32, u32)>,
     events: Vec<Captured>,
     dropped: usize,
 }
 
+/// The room a new probe's log starts with: what a typical probe's events fill, so most logs
+/// allocate each buffer once.
+const LOG_TEXT_START: usize = 512;
+const LOG_EVENTS_START: usize = 8;
+
 impl ProbeLog {
-    fn push(&mut self, event: Captured) {
-        if self.events.len() >= MAX_PROBE_LOG_LINES {
+    fn with_scope(scope: Arc<[(&'static str, String)]>) -> ProbeLog {
+        ProbeLog {
+            scope: Some(scope),
+            text: String::with_capacity(LOG_TEXT_START),
+            fields: Vec::with_capacity(LOG_EVENTS_START * 2),
+            events: Vec::with_capacity(LOG_EVENTS_START),
+            dropped: 0,
+        }
+    }
+
+    /// Whether the log holds as many events as it keeps (`record` then only counts).
+    fn is_full(&self) -> bool {
+        self.events.len() >= MAX_PROBE_LOG_LINES
+    }
+
+    /// Adds a field of the event being recorded (a span's, before `record`).
+    fn push_field(&mut self, key: &'static str, value: &str) {
+        let start = self.text.len();
+        self.text.push_str(value);
+        let (a, b) = self.end_value(start);
+        self.fields.push((key, a, b));
+    }
+
+    /// Records one event, whose spans' fields were pushed since the log had `first_field`
+    /// fields: its own fields, its message taken out of them. Values longer than a kept line
+    /// could show are cut, so a log stays bounded (at most `MAX_PROBE_LOG_LINES` values of
+    /// that size) however long a target's lines are.
+    fn record(&mut self, at: SystemTime, first_field: usize, event: &Event<'_>) {
+        if self.is_full() {
+            self.fields.truncate(first_field);
             self.dropped += 1;
             return;
         }
-        self.events.push(event);
+        let mut msg = (0, 0);
+        event.record(&mut LogVisitor {
+            log: self,
+            msg: &mut msg,
+        });
+        self.events.push(Captured {
+            at,
+            level: *event.metadata().level(),
+            msg,
+            fields: (first_field as u32, self.fields.len() as u32),
+        });
+    }
+
+    /// Cuts the value written to `text` since `start` to what a kept line could show; its span.
+    fn end_value(&mut self, start: usize) -> (u32, u32) {
+        if self.text.len() - start > MAX_PROBE_LOG_LINE {
+            let mut cut = start + MAX_PROBE_LOG_LINE;
+            while !self.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.text.truncate(cut);
+        }
+        (start as u32, self.text.len() as u32)
+    }
+
+    fn slice(&self, (start, end): (u32, u32)) -> &str {
+        &self.text[start as usize..end as usize]
     }
 
     /// Whether nothing was captured.
@@ -72,17 +138,23 @@ impl ProbeLog {
 
     /// The captured lines, with a note when some were dropped.
     pub fn lines(&self) -> Vec<String> {
+        let scope = self.scope.as_deref().unwrap_or_default();
         let mut lines: Vec<String> = self
             .events
             .iter()
             .map(|e| {
+                let own = &self.fields[e.fields.0 as usize..e.fields.1 as usize];
+                let pairs = scope
+                    .iter()
+                    .map(|(k, v)| (*k, v.as_str()))
+                    .chain(own.iter().map(|&(k, a, b)| (k, self.slice((a, b)))));
                 let mut line = String::with_capacity(160);
                 render(
                     &mut line,
                     &timestamp(e.at),
                     e.level,
-                    &e.msg,
-                    e.scope.iter().chain(e.fields.iter()),
+                    self.slice(e.msg),
+                    pairs,
                     false,
                 );
                 cut_line(line)
@@ -98,6 +170,36 @@ impl ProbeLog {
     }
 }
 
+/// Writes an event's fields straight into its log's buffer.
+struct LogVisitor<'a> {
+    log: &'a mut ProbeLog,
+    msg: &'a mut (u32, u32),
+}
+
+impl LogVisitor<'_> {
+    fn value(&mut self, field: &Field, write: impl FnOnce(&mut String)) {
+        let start = self.log.text.len();
+        write(&mut self.log.text);
+        let (a, b) = self.log.end_value(start);
+        if field.name() == "message" {
+            *self.msg = (a, b);
+        } else {
+            self.log.fields.push((field.name(), a, b));
+        }
+    }
+}
+
+impl Visit for LogVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.value(field, |t| {
+            let _ = write!(t, "{value:?}");
+        });
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.value(field, |t| t.push_str(value));
+    }
+}
+
 fn cut_line(mut line: String) -> String {
     if line.len() > MAX_PROBE_LOG_LINE {
         let mut cut = MAX_PROBE_LOG_LINE;
@@ -110,19 +212,7 @@ fn cut_line(mut line: String) -> String {
     line
 }
 
-/// Cuts a captured value that could not fit in a kept line anyway, so a probe's log stays
-/// bounded (at most `MAX_PROBE_LOG_LINES` values of this size) however long a target's lines are.
-fn cut_value(v: &mut String) {
-    if v.len() > MAX_PROBE_LOG_LINE {
-        let mut cut = MAX_PROBE_LOG_LINE;
-        while !v.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        v.truncate(cut);
-    }
-}
-
-/// What one running probe's events are captured into: its fields and its buffer.
+/// What one running probe's events are captured into.
 #[derive(Debug)]
 struct Capture {
     scope: Arc<[(&'static str, String)]>,
@@ -138,12 +228,12 @@ tokio::task_local! {
 /// its message, as fields of an enclosing span would. Taking the fields here rather than from a
 /// span spares the registry a span enter and exit on every poll of the probe.
 pub async fn capture<F: std::future::Future>(
-    scope: Vec<(&'static str, String)>,
+    scope: Arc<[(&'static str, String)]>,
     fut: F,
 ) -> (F::Output, ProbeLog) {
     let capture = Arc::new(Capture {
-        scope: scope.into(),
-        log: Mutex::new(ProbeLog::default()),
+        log: Mutex::new(ProbeLog::with_scope(scope.clone())),
+        scope,
     });
     let out = CAPTURE.scope(capture.clone(), fut).await;
     let log = std::mem::take(&mut *capture.log.lock().unwrap_or_else(|e| e.into_inner()));
@@ -254,14 +344,14 @@ where
 /// Writes one line: `ts`, `level`, `msg`, then `pairs` (logfmt, or JSON when `json`).
 fn render<'a>(
     out: &mut String,
-    ts: &str,
+    ts: &'a str,
     level: Level,
-    msg: &str,
-    pairs: impl Iterator<Item = &'a (&'static str, String)>,
+    msg: &'a str,
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
     json: bool,
 ) {
     let head = [("ts", ts), ("level", level_name(level)), ("msg", msg)];
-    let all = head.into_iter().chain(pairs.map(|(k, v)| (*k, v.as_str())));
+    let all = head.into_iter().chain(pairs);
     if json {
         out.push('{');
         for (i, (k, v)) in all.enumerate() {
@@ -364,7 +454,7 @@ where
             &timestamp(SystemTime::now()),
             *event.metadata().level(),
             &msg,
-            pairs.iter(),
+            pairs.iter().map(|(k, v)| (*k, v.as_str())),
             self.json,
         );
         l.push('\n');
@@ -390,26 +480,22 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let _ = CAPTURE.try_with(|capture| {
             let at = SystemTime::now();
-            let mut fields = Fields::default();
-            span_fields(event, &ctx, &mut fields.0);
-            event.record(&mut fields);
-            let mut msg = fields.take_message();
-            cut_value(&mut msg);
-            for (_, v) in &mut fields.0 {
-                cut_value(v);
+            let mut log = capture.log.lock().unwrap_or_else(|e| e.into_inner());
+            if log.is_full() {
+                log.dropped += 1;
+                return;
             }
-            let captured = Captured {
-                at,
-                level: *event.metadata().level(),
-                msg,
-                scope: capture.scope.clone(),
-                fields: fields.0,
-            };
-            capture
-                .log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(captured);
+            let first_field = log.fields.len();
+            if let Some(scope) = ctx.event_scope(event) {
+                for span in scope.from_root() {
+                    if let Some(f) = span.extensions().get::<SpanFields>() {
+                        for (k, v) in &f.0 {
+                            log.push_field(k, v);
+                        }
+                    }
+                }
+            }
+            log.record(at, first_field, event);
         });
     }
 }
@@ -418,42 +504,78 @@ where
 mod tests {
     use super::*;
 
-    fn event(msg: String) -> Captured {
-        Captured {
-            at: UNIX_EPOCH + std::time::Duration::from_millis(1_764_072_000_123),
-            level: Level::DEBUG,
-            msg,
-            scope: vec![("module", "m".to_owned()), ("target", "a b".to_owned())].into(),
-            fields: vec![("status_code", "200".to_owned())],
-        }
+    /// The log `events` leave when they run inside a probe of module `m`, target `a b`,
+    /// through the real capture layer.
+    fn captured(events: impl FnOnce()) -> ProbeLog {
+        let subscriber = Registry::default().with(CaptureLayer);
+        tracing::subscriber::with_default(subscriber, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let scope = Arc::from([("module", "m".to_owned()), ("target", "a b".to_owned())]);
+            rt.block_on(capture(scope, async { events() })).1
+        })
+    }
+
+    /// A line without its timestamp.
+    fn untimed(line: &str) -> &str {
+        assert!(
+            line.starts_with("ts=") && line.as_bytes()[27] == b' ',
+            "{line}"
+        );
+        &line[28..]
     }
 
     #[test]
     fn probe_log_is_bounded() {
-        let mut log = ProbeLog::default();
-        for i in 0..(MAX_PROBE_LOG_LINES + 5) {
-            log.push(event(format!("line {i}")));
-        }
+        let log = captured(|| {
+            for i in 0..(MAX_PROBE_LOG_LINES + 5) {
+                tracing::debug!("line {i}");
+            }
+        });
         let lines = log.lines();
         assert_eq!(lines.len(), MAX_PROBE_LOG_LINES + 1);
+        assert_eq!(
+            untimed(&lines[0]),
+            "level=debug msg=\"line 0\" module=m target=\"a b\""
+        );
         assert!(lines.last().unwrap().contains("5 more log lines dropped"));
-        let mut log = ProbeLog::default();
-        log.push(event("x".repeat(MAX_PROBE_LOG_LINE * 2)));
-        let line = &log.lines()[0];
-        assert_eq!(line.len(), MAX_PROBE_LOG_LINE + '…'.len_utf8(), "{line}");
+        let log = captured(|| tracing::debug!(body = "y".repeat(3000), "{}", "x".repeat(3000)));
+        let lines = log.lines();
+        assert_eq!(
+            log.text.len(),
+            2 * MAX_PROBE_LOG_LINE,
+            "values are cut when captured"
+        );
+        assert_eq!(
+            lines[0].len(),
+            MAX_PROBE_LOG_LINE + '…'.len_utf8(),
+            "{}",
+            lines[0]
+        );
+        // A multi-byte character across the cut is left whole or not at all.
+        let log = captured(|| tracing::debug!("{}é", "x".repeat(MAX_PROBE_LOG_LINE - 1)));
+        assert_eq!(log.text.len(), MAX_PROBE_LOG_LINE - 1);
     }
 
     #[test]
-    fn captured_lines_are_logfmt_with_the_probe_fields() {
-        let mut log = ProbeLog::default();
-        log.push(event("Received HTTP response".to_owned()));
+    fn captured_lines_are_logfmt_with_the_probe_and_span_fields() {
+        let log = captured(|| {
+            let _span = tracing::debug_span!("hop", url = "http://a/").entered();
+            tracing::debug!(status_code = 200, "Received HTTP response");
+            tracing::info!(err = %"refused", "Probe failed");
+        });
+        let lines = log.lines();
         assert_eq!(
-            log.lines(),
+            lines.iter().map(|l| untimed(l)).collect::<Vec<_>>(),
             [
-                "ts=2025-11-25T12:00:00.123Z level=debug msg=\"Received HTTP response\" module=m \
-              target=\"a b\" status_code=200"
+                "level=debug msg=\"Received HTTP response\" module=m target=\"a b\" \
+                 url=http://a/ status_code=200",
+                "level=info msg=\"Probe failed\" module=m target=\"a b\" url=http://a/ \
+                 err=refused",
             ]
         );
+        assert!(ProbeLog::default().is_empty() && !log.is_empty());
     }
 
     #[test]

@@ -181,11 +181,11 @@ pub async fn run(
     dial_policy: &dyn net::DialPolicy,
 ) -> Outcome {
     // Every line the probe logs carries these, as blackbox's per-probe logger does.
-    let scope = vec![
+    let scope = std::sync::Arc::from([
         ("module", module.to_owned()),
         ("target", req.target.clone()),
         ("prober", spec.prober_name().to_owned()),
-    ];
+    ]);
     let begun = Instant::now();
     let timeout = deadline.saturating_duration_since(begun);
     let task = std::panic::AssertUnwindSafe(async move {
