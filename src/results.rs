@@ -40,8 +40,9 @@ pub struct ProbeResult {
     pub scheduled: Option<Arc<Target>>,
     /// The module it ran with (its name and settings, for the debug text).
     pub module: Arc<Module>,
-    /// The target string as probed.
-    pub target: String,
+    /// The target string of a `/probe` request; empty for a scheduled probe, whose target
+    /// string is its target's (`target()`), so a scheduled result copies no string.
+    requested: String,
     /// When the probe started (wall clock).
     pub started: SystemTime,
     /// When it finished (wall clock).
@@ -60,30 +61,52 @@ pub struct ProbeResult {
 }
 
 impl ProbeResult {
-    /// The result of `outcome`, a probe of `target` with `module` that started at `started`.
+    /// The result of `outcome`, a `/probe` request's probe of `target` with `module` that
+    /// started at `started`.
     pub fn new(
         outcome: Outcome,
         module: Arc<Module>,
         target: String,
+        started: SystemTime,
+    ) -> ProbeResult {
+        ProbeResult::build(outcome, module, target, None, started)
+    }
+
+    /// The result of `outcome`, a scheduled probe of `target` that started at `started`.
+    pub fn scheduled(outcome: Outcome, target: Arc<Target>, started: SystemTime) -> ProbeResult {
+        let mut outcome = outcome;
+        // Kept until the target's next probe by the latest-state table.
+        outcome.report.shrink_to_fit();
+        let module = target.module.clone();
+        ProbeResult::build(outcome, module, String::new(), Some(target), started)
+    }
+
+    fn build(
+        outcome: Outcome,
+        module: Arc<Module>,
+        requested: String,
         scheduled: Option<Arc<Target>>,
         started: SystemTime,
     ) -> ProbeResult {
-        let mut report = outcome.report;
-        if scheduled.is_some() {
-            // Kept until the target's next probe by the latest-state table.
-            report.shrink_to_fit();
-        }
         ProbeResult {
             scheduled,
             module,
-            target,
+            requested,
             started,
             finished: started + outcome.duration,
             duration: outcome.duration,
             failure: outcome.failure,
             panicked: outcome.panicked,
-            report: Arc::new(report),
+            report: Arc::new(outcome.report),
             logs: outcome.logs,
+        }
+    }
+
+    /// The target string as probed.
+    pub fn target(&self) -> &str {
+        match &self.scheduled {
+            Some(t) => &t.target,
+            None => &self.requested,
         }
     }
 
@@ -235,7 +258,7 @@ mod tests {
     struct Seen(Mutex<Vec<String>>);
     impl Subscriber for Seen {
         fn deliver(&self, r: &Arc<ProbeResult>) {
-            self.0.lock().unwrap().push(r.target.clone());
+            self.0.lock().unwrap().push(r.target().to_owned());
         }
     }
 
@@ -251,7 +274,7 @@ mod tests {
             duration: Duration::from_millis(5),
             logs: ProbeLog::default(),
         };
-        ProbeResult::new(outcome, module, target.into(), None, SystemTime::now())
+        ProbeResult::new(outcome, module, target.into(), SystemTime::now())
     }
 
     #[tokio::test]
@@ -267,11 +290,11 @@ mod tests {
         assert_eq!(seen.0.lock().unwrap().len(), 5);
         let mut got = Vec::new();
         while let Ok(r) = fast.try_recv() {
-            got.push(r.target.clone());
+            got.push(r.target().to_owned());
         }
         assert_eq!(got, ["t0", "t1", "t2", "t3", "t4"]);
-        assert_eq!(slow.try_recv().unwrap().target, "t0");
-        assert_eq!(slow.try_recv().unwrap().target, "t1");
+        assert_eq!(slow.try_recv().unwrap().target(), "t0");
+        assert_eq!(slow.try_recv().unwrap().target(), "t1");
         assert!(slow.try_recv().is_err());
         let text = crate::metrics::encode_text(&[(&[], &bus.metrics())]);
         assert!(

@@ -24,7 +24,7 @@ use crate::probe::prober::ProbeRequest;
 use crate::probe::report::{Family, Kind, Report};
 use crate::probe::resolve::Resolver;
 use crate::probe::{self, Outcome};
-use crate::results::{ProbeResult, ResultBus, Subscriber};
+use crate::results::{ProbeResult, ResultBus};
 
 static PROBES_TOTAL: Family = Family {
     name: "lookout_probes_total",
@@ -201,6 +201,24 @@ impl TargetState {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Takes note of the target's newest result: its counters and the latest-state table
+    /// behind `/metrics`. The probe's task calls it with the state in hand, so a result needs no
+    /// lookup by name; a result of a target a reload removed lands in a state nobody reads.
+    fn record(&self, result: &ProbeResult) {
+        if result.success() {
+            self.successes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let last = LastResult {
+            report: result.report.clone(),
+            finished: result.finished,
+            duration: result.duration,
+            failure: result.failure.clone(),
+        };
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(last));
+    }
+
     /// The target's health.
     pub fn health(&self) -> TargetHealth {
         self.health
@@ -346,37 +364,6 @@ impl LastResult {
     }
 }
 
-/// The latest-state table behind `/metrics`: each scheduled target's last result and counters,
-/// kept up to date as a subscriber of the result bus.
-#[derive(Debug, Default)]
-pub struct Latest {
-    by_name: ArcSwap<HashMap<String, Arc<TargetState>>>,
-}
-
-impl Subscriber for Latest {
-    fn deliver(&self, result: &Arc<ProbeResult>) {
-        let Some(target) = &result.scheduled else {
-            return;
-        };
-        // A result for a target a reload removed finds no state and is dropped here.
-        let Some(state) = self.by_name.load().get(&target.name).cloned() else {
-            return;
-        };
-        if result.success() {
-            state.successes.fetch_add(1, Ordering::Relaxed);
-        } else {
-            state.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        let last = LastResult {
-            report: result.report.clone(),
-            finished: result.finished,
-            duration: result.duration,
-            failure: result.failure.clone(),
-        };
-        *state.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(last));
-    }
-}
-
 /// Start-lateness statistics.
 #[derive(Debug, Default)]
 struct Lateness {
@@ -409,7 +396,6 @@ pub struct Scheduler {
     max_concurrency: AtomicU64,
     lateness: Lateness,
     results: Arc<ResultBus>,
-    latest: Arc<Latest>,
     /// Notified whenever a target's health changes.
     pub health_changed: Arc<Notify>,
     /// Queues of whoever records every change (`subscribe_changes`).
@@ -457,8 +443,6 @@ impl Scheduler {
     /// A scheduler that publishes every finished probe to `results`, where its latest-state
     /// table subscribes.
     pub fn new(results: Arc<ResultBus>) -> Scheduler {
-        let latest = Arc::new(Latest::default());
-        results.attach(latest.clone());
         Scheduler {
             epoch: Instant::now(),
             states: ArcSwap::from_pointee(Vec::new()),
@@ -466,7 +450,6 @@ impl Scheduler {
             max_concurrency: AtomicU64::new(0),
             lateness: Lateness::default(),
             results,
-            latest,
             health_changed: Arc::new(Notify::new()),
             change_subscribers: Mutex::new(Vec::new()),
         }
@@ -548,12 +531,6 @@ impl Scheduler {
                 _ => Arc::new(TargetState::new(t.clone())),
             })
             .collect();
-        self.latest.by_name.store(Arc::new(
-            states
-                .iter()
-                .map(|s| (s.target().name.clone(), s.clone()))
-                .collect(),
-        ));
         self.states.store(Arc::new(states.clone()));
         self.max_concurrency
             .store(set.settings().max_concurrency as u64, Ordering::Relaxed);
@@ -844,13 +821,8 @@ impl Scheduler {
             let outcome = runner(target.clone(), start + target.timeout).await;
             drop(permit);
             let finished = Instant::now();
-            let result = ProbeResult::new(
-                outcome,
-                target.module.clone(),
-                target.target.clone(),
-                Some(target.clone()),
-                started,
-            );
+            let result = ProbeResult::scheduled(outcome, target, started);
+            state.record(&result);
             let obs = Observation {
                 started: start,
                 finished,

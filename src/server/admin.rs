@@ -311,7 +311,7 @@ fn recent_table(page: &mut String, prefix: &str, entries: &[Entry], scheduled: b
             page,
             "<td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{finished}</td><td><a href=\"{prefix}/logs?id={}\">Logs</a></td></tr>",
             escape(&r.module.name),
-            escape(&r.target),
+            escape(r.target()),
             escape(&text),
             e.id
         );

@@ -194,13 +194,13 @@ pub async fn handle(
     // the probe even if encoding the answer fails.
     let result = state
         .results
-        .publish(ProbeResult::new(outcome, module, target, None, started));
+        .publish(ProbeResult::new(outcome, module, target, started));
     let debug = params.get("debug").map(String::as_str) == Some("true");
     if let Some(refusal) = gate.refusal() {
         state.metrics.record_access_refusal(refusal.reason);
         tracing::warn!(
             module = %module_name,
-            target = %result.target,
+            target = %result.target(),
             addr = %refusal.addr,
             reason = refusal.reason.as_str(),
             err = %refusal,
@@ -217,7 +217,7 @@ pub async fn handle(
             .record_access_refusal(access::Reason::DefaultDeny);
         tracing::warn!(
             module = %module_name,
-            target = %result.target,
+            target = %result.target(),
             reason = access::Reason::DefaultDeny.as_str(),
             err = %reason,
             "Probe refused by probe_access"

@@ -95,7 +95,7 @@ impl Recent {
     pub fn newest_of(&self, target: &str, module: Option<&str>) -> Option<Entry> {
         let matches = |e: &&Entry| {
             let r = &e.result;
-            (r.target == target || r.scheduled.as_ref().is_some_and(|t| t.name == target))
+            (r.target() == target || r.scheduled.as_ref().is_some_and(|t| t.name == target))
                 && module.is_none_or(|m| r.module.name == m)
         };
         let newest = |ring: &Ring| {
@@ -146,7 +146,6 @@ mod tests {
             outcome,
             module,
             target.into(),
-            None,
             std::time::SystemTime::now(),
         ))
     }
@@ -159,13 +158,11 @@ mod tests {
         }
         let l = h.probes();
         assert_eq!(
-            l.iter()
-                .map(|e| e.result.target.as_str())
-                .collect::<Vec<_>>(),
+            l.iter().map(|e| e.result.target()).collect::<Vec<_>>(),
             ["t2", "t1"]
         );
         assert!(h.get(0).is_none());
-        assert_eq!(h.get(2).unwrap().result.target, "t2");
+        assert_eq!(h.get(2).unwrap().result.target(), "t2");
         assert!(h.scheduled().is_empty());
     }
 }
