@@ -109,6 +109,16 @@ pub struct Cli {
     /// Output format of log messages.
     #[arg(long = "log.format", value_enum, default_value = "logfmt")]
     pub log_format: LogFormat,
+
+    /// This replica's ordinal among --shard.count replicas that split the scheduled targets: a
+    /// number, or a name ending in -<number> (a StatefulSet pod's name).
+    #[arg(long = "shard.index", value_name = "I")]
+    pub shard_index: Option<String>,
+
+    /// How many replicas split the scheduled targets (each connected part of the dependency
+    /// graph goes whole to one of them).
+    #[arg(long = "shard.count", value_name = "N")]
+    pub shard_count: Option<u32>,
 }
 
 /// What lookout can do besides serving.

@@ -54,6 +54,9 @@ pub struct RawConfig {
     /// extension); without it, `limits::MAX_IN_FLIGHT` at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_limits: Option<crate::limits::Section>,
+    /// Targets discovered from Kubernetes objects (a lookout extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<crate::kubernetes::Section>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -68,6 +71,8 @@ pub struct Config {
     /// Scheduled targets (in file order), their dependency graph and the scheduler settings:
     /// what the scheduler follows.
     pub targets: Arc<TargetSet>,
+    /// `defaults:`, for targets that come from other sources (discovery).
+    pub defaults: targets::Defaults,
     /// Where alerts go.
     pub alerting: Arc<crate::alerts::Spec>,
     /// The status pages.
@@ -78,6 +83,8 @@ pub struct Config {
     pub probe_access: Arc<crate::access::Policy>,
     /// How many `/probe` requests may run.
     pub probe_limits: crate::limits::Spec,
+    /// Kubernetes discovery, when the config asks for it.
+    pub kubernetes: Option<Arc<crate::kubernetes::Spec>>,
     /// The file it came from (`EMBEDDED_NAME` for the built-in default).
     pub file: PathBuf,
     /// Every file the load read (this one, and the files it names), with their bytes: a reload
@@ -98,6 +105,7 @@ struct RawExtensions {
     history: crate::history::Section,
     probe_access: Option<crate::access::Section>,
     probe_limits: Option<crate::limits::Section>,
+    kubernetes: Option<crate::kubernetes::Section>,
 }
 
 impl Config {
@@ -117,6 +125,7 @@ impl Config {
             history: self.raw_extensions.history.clone(),
             probe_access: self.raw_extensions.probe_access.clone(),
             probe_limits: self.raw_extensions.probe_limits.clone(),
+            kubernetes: self.raw_extensions.kubernetes.clone(),
         };
         serde_norway::to_string(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
@@ -315,14 +324,29 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             e.message,
         )
     })?;
+    let kubernetes = match &raw.kubernetes {
+        None => None,
+        Some(section) => Some(Arc::new(
+            crate::kubernetes::Spec::build(section, &modules).map_err(|e| {
+                let e = e.within("kubernetes");
+                error(
+                    locate_section_field(text, "kubernetes", &e.path),
+                    e.path,
+                    e.message,
+                )
+            })?,
+        )),
+    };
     Ok(Config {
         modules,
         targets: Arc::new(set),
+        defaults,
         alerting: Arc::new(alerting),
         status: Arc::new(status),
         history,
         probe_access: Arc::new(probe_access),
         probe_limits,
+        kubernetes,
         file: path.to_path_buf(),
         inputs: Vec::new(),
         raw_extensions: RawExtensions {
@@ -334,6 +358,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             history: raw.history,
             probe_access: raw.probe_access,
             probe_limits: raw.probe_limits,
+            kubernetes: raw.kubernetes,
         },
     })
 }

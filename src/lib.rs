@@ -23,6 +23,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod health;
 pub mod history;
+pub mod kubernetes;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
@@ -33,6 +34,8 @@ pub mod rules;
 pub mod schedule;
 pub mod secret;
 pub mod server;
+pub mod shard;
+pub mod sources;
 pub mod state;
 pub mod status;
 pub mod values;
@@ -140,7 +143,16 @@ impl App {
                 (None, None)
             }
         };
-        let (config_tx, config_rx) = tokio::sync::watch::channel(config.targets.clone());
+        let shard = shard::Shard::from_flags(cli.shard_index.as_deref(), cli.shard_count)?;
+        let (sources, config_rx) = sources::Sources::new(config.clone(), shard);
+        if let Some(s) = shard {
+            tracing::info!(
+                index = s.index,
+                count = s.count,
+                targets = config_rx.borrow().len(),
+                "Scheduling this replica's share of the targets"
+            );
+        }
         let resolver = resolver.unwrap_or_else(Resolver::system);
         let results = Arc::new(ResultBus::default());
         let recent = Arc::new(Recent::new(cli.history_limit));
@@ -148,7 +160,8 @@ impl App {
         results.attach(recent.clone());
         let state = Arc::new(State {
             config: ArcSwap::new(config),
-            config_tx,
+            sources: Arc::new(sources),
+            kubernetes: Arc::default(),
             resolver: resolver.clone(),
             metrics,
             scheduler: Arc::new(schedule::Scheduler::new(results.clone())),
@@ -243,6 +256,13 @@ impl App {
             schedule::probe_runner(resolver),
             stop.clone(),
             cli.shutdown_grace_period,
+        ));
+        // Kubernetes discovery: idle until a config has a `kubernetes:` section.
+        tokio::spawn(kubernetes::run(
+            state.sources.configs(),
+            state.sources.clone(),
+            state.kubernetes.clone(),
+            stop.clone(),
         ));
         if cli.config_auto_reload && matches!(source, ConfigSource::File(_)) {
             tokio::spawn(reload::auto_reload(

@@ -29,7 +29,7 @@ pub fn reload(state: &State) -> Result<(), ConfigError> {
             let new = Arc::new(new);
             let (modules, targets) = (new.modules.len(), new.targets.len());
             state.config.store(new.clone());
-            state.config_tx.send_replace(new.targets.clone());
+            state.sources.config_changed(new.clone());
             state.metrics.record_reload(true);
             tracing::info!(file = %state.config.load().file.display(), modules, targets, "Loaded config file");
             Ok(())

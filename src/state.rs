@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, TargetSet};
+use crate::config::Config;
 use crate::metrics::process::SelfMetrics;
 use crate::probe::resolve::Resolver;
 use crate::results::ResultBus;
@@ -18,8 +18,10 @@ use crate::server::recent::Recent;
 pub struct State {
     /// The current config; replaced whole on reload.
     pub config: ArcSwap<Config>,
-    /// Tells the scheduler about a new config's target set.
-    pub config_tx: tokio::sync::watch::Sender<Arc<TargetSet>>,
+    /// Where the scheduler's targets come from (the file, discovery, this replica's share).
+    pub sources: Arc<crate::sources::Sources>,
+    /// Kubernetes discovery's counters.
+    pub kubernetes: Arc<crate::kubernetes::Stats>,
     /// The scheduler's targets and their latest results.
     pub scheduler: Arc<Scheduler>,
     /// Name resolution for probes.

@@ -5,9 +5,9 @@
 //! Targets reach `assemble` already validated one by one (`targets::validate_target`); what
 //! needs the whole set is checked here: unique names, edges to known targets, no cycle. The
 //! file's own targets are *fixed*: any such problem is a load error, as it always was. Targets
-//! from other sources (Kubernetes discovery, sharding) are *candidates*: a candidate with a
-//! problem is rejected alone, logged at WARN and returned in [`Assembled::rejected`], and the
-//! rest of the set stands.
+//! from other sources (Kubernetes discovery) are *candidates*: a candidate with a
+//! problem is rejected alone and returned in [`Assembled::rejected`] (its source reports it),
+//! and the rest of the set stands.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -60,6 +60,33 @@ impl TargetSet {
     /// The target named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Target>> {
         self.graph.index_of(name).map(|i| &self.targets[i])
+    }
+
+    /// The set of the targets whose connected component `keep` picks, given each component's
+    /// lowest target name (a key that does not depend on the order targets came in). A whole
+    /// component is kept or left, so every kept target's dependencies are kept with it.
+    pub fn components_where(&self, mut keep: impl FnMut(&str) -> bool) -> TargetSet {
+        let mut key: Vec<Option<&str>> = vec![None; self.graph.components()];
+        for (i, t) in self.targets.iter().enumerate() {
+            let k = &mut key[self.graph.component(i)];
+            if k.is_none_or(|k| t.name.as_str() < k) {
+                *k = Some(&t.name);
+            }
+        }
+        let kept: Vec<bool> = key.iter().map(|k| keep(k.unwrap_or_default())).collect();
+        let targets: Vec<Arc<Target>> = self
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| kept[self.graph.component(i)])
+            .map(|(_, t)| t.clone())
+            .collect();
+        let graph = Graph::build(&targets);
+        TargetSet {
+            targets,
+            graph,
+            settings: self.settings.clone(),
+        }
     }
 }
 
@@ -314,9 +341,6 @@ pub fn assemble(
         if rejected.len() == before {
             break;
         }
-    }
-    for r in &rejected {
-        tracing::warn!(target = %r.name, err = %r.error, "Target rejected");
     }
     let mut keep = vec![false; candidates.len()];
     for i in accepted {

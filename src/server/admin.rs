@@ -80,17 +80,21 @@ fn with_parts<T>(
     let bus = state.results.metrics();
     let alerts = state.alerts.metrics();
     let scheduler = state.scheduler.self_metrics();
+    let sources = state.sources.metrics();
+    let kubernetes = state.kubernetes.metrics();
     let states = state.scheduler.states();
     let targets: Vec<_> = states
         .iter()
         .map(|s| (s.target(), s.last(), s.counters()))
         .collect();
     let mut parts: Vec<(&[(String, String)], &crate::probe::report::Report)> =
-        Vec::with_capacity(4 + 2 * targets.len());
+        Vec::with_capacity(6 + 2 * targets.len());
     parts.push((&[], &own));
     parts.push((&[], &bus));
     parts.push((&[], &alerts));
     parts.push((&[], &scheduler));
+    parts.push((&[], &sources));
+    parts.push((&[], &kubernetes));
     for (target, last, counters) in &targets {
         if let Some(last) = last {
             parts.push((&target.labels, &last.report));

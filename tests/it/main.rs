@@ -33,6 +33,8 @@ mod http;
 mod http3;
 /// The ICMP prober on loopback and in network namespaces the tests create.
 mod icmp;
+/// Kubernetes discovery against an in-process stand-in for kube-apiserver's list and watch.
+mod kubernetes;
 /// probe_limits: 429 and Retry-After past the per-client and global limits.
 mod limits;
 /// The MQTT prober against a mosquitto the tests start: round trip, ACLs, subscribe mode, TLS.
@@ -46,6 +48,8 @@ mod redis;
 mod regression;
 /// The scheduler: planned times, concurrency, overruns, reloads, shutdown.
 mod schedule;
+/// `--shard.index` / `--shard.count`: replicas splitting the scheduled targets.
+mod shard;
 /// The status page in Debian's headless Chromium: screenshots, DOM and accessibility checks.
 mod status_page;
 /// The TCP prober: banners, dialogues with capture substitution, STARTTLS, TLS.

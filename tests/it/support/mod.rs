@@ -8,6 +8,7 @@ pub mod certs;
 pub mod daemon;
 pub mod dns_target;
 pub mod http_target;
+pub mod kube_api;
 pub mod lookout;
 pub mod pg;
 pub mod samples;

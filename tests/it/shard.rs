@@ -1,0 +1,120 @@
+//! `--shard.index` / `--shard.count`: replicas with the same config split the scheduled targets,
+//! each connected part of the dependency graph whole on one of them, each target on exactly one.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::support::lookout::Lookout;
+use crate::support::samples::Samples;
+
+fn config() -> String {
+    let mut s = String::from("modules:\n  tcp_connect: {prober: tcp, timeout: 1s}\ntargets:\n");
+    for i in 0..20 {
+        s.push_str(&format!(
+            "  - {{name: db{i}, module: tcp_connect, target: '127.0.0.1:9', interval: 1h}}\n  \
+             - {{name: app{i}, module: tcp_connect, target: '127.0.0.1:9', interval: 1h, depends_on: [db{i}]}}\n"
+        ));
+    }
+    s
+}
+
+async fn scheduled(lk: &Lookout) -> Vec<Value> {
+    let v: Value = serde_json::from_str(&lk.get("/api/v1/targets").await.body).unwrap();
+    v["targets"].as_array().cloned().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_split_the_targets_by_component_and_together_cover_them() {
+    let mut seen: Vec<String> = Vec::new();
+    let mut sizes = Vec::new();
+    for (index, pod) in ["0", "lookout-1", "2"].into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let lk = Lookout::start_with_flags(
+            dir,
+            &config(),
+            &["--shard.index", pod, "--shard.count", "3"],
+        )
+        .await;
+        let ts = scheduled(&lk).await;
+        let names: BTreeSet<String> = ts
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect();
+        for t in &ts {
+            for d in t["dependencies"].as_array().unwrap() {
+                assert!(
+                    names.contains(d.as_str().unwrap()),
+                    "{} without its dependency {d}",
+                    t["name"]
+                );
+            }
+        }
+        let m = Samples::parse(&lk.get("/metrics").await.body);
+        assert_eq!(m.get("lookout_shard_targets"), Some(ts.len() as f64));
+        assert_eq!(m.get("lookout_shard_targets_considered"), Some(40.0));
+        assert_eq!(
+            m.get_with(
+                "lookout_shard_info",
+                &[("index", &index.to_string()), ("count", "3")]
+            ),
+            Some(1.0)
+        );
+        // Only its own share is on /metrics.
+        let exposed: BTreeSet<String> = m
+            .series("lookout_probes_total")
+            .iter()
+            .filter_map(|s| s.labels.get("target").cloned())
+            .collect();
+        assert!(exposed.is_subset(&names), "{exposed:?} vs {names:?}");
+        sizes.push(ts.len());
+        seen.extend(names);
+    }
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(
+        seen.len(),
+        40,
+        "each target on exactly one replica: {sizes:?}"
+    );
+    assert_eq!(unique.len(), 40);
+    assert!(
+        sizes.iter().all(|&n| n > 0),
+        "every replica has a share: {sizes:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_shard_flags_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lookout.yml");
+    std::fs::write(&path, config()).unwrap();
+    for (flags, says) in [
+        (
+            vec!["--shard.index", "3", "--shard.count", "3"],
+            "not below --shard.count 3",
+        ),
+        (
+            vec!["--shard.index", "1"],
+            "--shard.index needs --shard.count",
+        ),
+        (
+            vec!["--shard.index", "lookout", "--shard.count", "2"],
+            "neither a number",
+        ),
+    ] {
+        let mut args = vec![
+            "lookout",
+            "--config.file",
+            path.to_str().unwrap(),
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ];
+        args.extend(flags);
+        let cli = <lookout::cli::Cli as clap::Parser>::parse_from(args);
+        let err = match lookout::App::start_with(&cli, None, std::future::pending()).await {
+            Ok(_) => panic!("started with bad shard flags"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains(says), "{err}");
+    }
+}
