@@ -5,6 +5,10 @@ import functools
 import json
 import os
 import re
+import signal
+import subprocess
+import time
+import urllib.request
 
 import pytest
 import yaml
@@ -20,6 +24,7 @@ from conftest import (
     config_text,
     container,
     find,
+    free_port,
     helm,
     lookout_bin,
     one,
@@ -28,6 +33,7 @@ from conftest import (
     render_values,
     run,
     template_args,
+    wait_http,
 )
 
 VALUES_CASES = [None] + CI_VALUES  # None: the chart's defaults
@@ -43,6 +49,19 @@ def files(case):
 
 def deployment_spec(objs):
     return one(objs, "Deployment")["spec"]["template"]["spec"]
+
+
+def kubernetes_errors(obj):
+    """Why the Kubernetes OpenAPI schemas of KUBE_VERSIONS refuse obj (unknown fields too)."""
+    import kubernetes_validate
+
+    errors = []
+    for version in KUBE_VERSIONS:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']} (Kubernetes {version}): {e.message} at {list(e.path)}")
+    return errors
 
 
 # ---------------------------------------------------------------- chart metadata ----------------
@@ -100,21 +119,17 @@ def test_helm_lint_strict(case):
 
 @pytest.mark.parametrize("case", VALUES_CASES, ids=CASE_IDS)
 def test_core_objects_match_kubernetes_schemas(case):
-    import kubernetes_validate
-
     objs = render(files(case))
     assert objs
     checked = 0
     for obj in objs:
         if obj["kind"] in MONITORING_KINDS:
             continue
-        for version in KUBE_VERSIONS:
-            try:
-                kubernetes_validate.validate(obj, version, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} (Kubernetes {version}): {e.message} at {list(e.path)}")
+        errors = kubernetes_errors(obj)
+        if errors:
+            pytest.fail("\n".join(errors))
         checked += 1
-    assert checked >= 3  # Deployment, Service, and a ServiceAccount or the config
+    assert checked >= 3  # Deployment or StatefulSet, Service, and a ServiceAccount or the config
 
 
 @functools.lru_cache(maxsize=None)
@@ -234,6 +249,15 @@ def test_config_check_rejects_a_bad_module(tmp_path):
         ({"config": {"targets": [{"name": "t", "module": "http_2xx"}]}}, "target"),
         ({"image": {"digest": "latest"}}, "digest"),
         ({"serviceMonitor": {"selfMonitor": {"interval": "often"}}}, "interval"),
+        ({"sharding": {"enabled": True, "count": 3}}, "'count' not allowed"),
+        ({"sharding": {"enabled": "yes"}}, "/sharding/enabled"),
+        ({"discovery": {"enabled": True, "namespace": "web"}}, "'namespace' not allowed"),
+        ({"discovery": {"namespaces": ["Web_Shop"]}}, "/discovery/namespaces/0"),
+        ({"discovery": {"namespaces": ["web", "web"]}}, "/discovery/namespaces"),
+        ({"discovery": {"kinds": ["pod"]}}, "/discovery/kinds/0"),
+        ({"discovery": {"kinds": []}}, "/discovery/kinds"),
+        ({"discovery": {"events": "yes"}}, "/discovery/events"),
+        ({"discovery": {"labelSelector": ["tier=web"]}}, "/discovery/labelSelector"),
     ],
 )
 def test_schema_rejects_bad_values(values, message, tmp_path):
@@ -636,3 +660,437 @@ def test_rendered_web_config_passes_lookout_config_check(tmp_path):
     p = run([lookout_bin(), "--config.check", f"--config.file={cfg}", f"--web.config.file={web}"], check=False)
     assert p.returncode == 1
     assert re.search(rf"{re.escape(str(web))}:\d+: field basic_auth_users.prometheus: too short to be a bcrypt hash", p.stderr), p.stderr
+
+
+# ---------------------------------------------------------------- sharding ----------------------
+
+SHARDING_VALUES = os.path.join(CHART, "ci", "sharding-values.yaml")
+DISCOVERY_VALUES = os.path.join(CHART, "ci", "discovery-values.yaml")
+HEADLESS = f"{FULL}-headless"
+CHART_README = os.path.join(CHART, "README.md")
+# Kinds only sharding or discovery render.
+MODE_KINDS = {"StatefulSet", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+def lookout_container(workload):
+    [c] = [c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == "lookout"]
+    return c
+
+
+def selects(selector, labels):
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions) selects these labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        present, value = e["key"] in labels, labels.get(e["key"])
+        ok = {"In": present and value in e.get("values", []),
+              "NotIn": not present or value not in e.get("values", []),
+              "Exists": present,
+              "DoesNotExist": not present}[e["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def test_sharding_renders_a_stateful_set_with_the_shard_flags():
+    """sharding.enabled: a StatefulSet instead of the Deployment, its pods started together, each
+    told its ordinal through $(POD_NAME) (the downward API's pod name) and the replica count."""
+    objs = render([SHARDING_VALUES])
+    assert not find(objs, "Deployment")
+    sts = one(objs, "StatefulSet")
+    assert sts["metadata"]["name"] == FULL
+    spec = sts["spec"]
+    assert spec["replicas"] == 3
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["serviceName"] == HEADLESS
+    assert spec["updateStrategy"] == {"type": "RollingUpdate"}
+    c = lookout_container(sts)
+    shard_args = [a for a in c["args"] if a.startswith("--shard.")]
+    assert shard_args == ["--shard.index=$(POD_NAME)", "--shard.count=3"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAME"] == {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    assert env["TZ"] == {"name": "TZ", "value": "UTC"}, "extraEnv stays"
+    assert c["env"][0]["name"] == "POD_NAME", "defined before anything that might refer to it"
+
+
+def test_sharded_pods_run_the_deployments_pod_spec(tmp_path):
+    """The StatefulSet's pod template is the Deployment's for the same values, but for the shard
+    flags, POD_NAME and the history volume (a claim template instead)."""
+    values = yaml.safe_load(open(SHARDING_VALUES))
+    values["sharding"]["enabled"] = False
+    deployment = one(render_values(values, tmp_path), "Deployment")["spec"]["template"]
+    sharded = copy.deepcopy(one(render([SHARDING_VALUES]), "StatefulSet")["spec"]["template"])
+    c = lookout_container({"spec": {"template": sharded}})
+    c["args"] = [a for a in c["args"] if not a.startswith("--shard.")]
+    c["env"] = [e for e in c["env"] if e["name"] != "POD_NAME"]
+    deployment["spec"]["volumes"] = [v for v in deployment["spec"]["volumes"] if v["name"] != "history"]
+    assert sharded == deployment
+
+
+def test_sharding_gives_each_replica_its_own_history_claim(tmp_path):
+    """persistence.enabled, sharded: volumeClaimTemplates (history-<pod>), no shared claim; an
+    existing claim is refused, since replicas cannot share one store; without persistence each
+    pod has an emptyDir."""
+    objs = render([SHARDING_VALUES])
+    assert not find(objs, "PersistentVolumeClaim")
+    sts = one(objs, "StatefulSet")
+    [vct] = sts["spec"]["volumeClaimTemplates"]
+    # Only stable labels: a later chart version must not change the (immutable) templates.
+    assert vct["metadata"] == {"name": "history", "labels": sts["spec"]["selector"]["matchLabels"],
+                               "annotations": {"example.org/backup": "daily"}}
+    assert vct["spec"] == {"accessModes": ["ReadWriteOnce"], "storageClassName": "local-path",
+                           "resources": {"requests": {"storage": "2Gi"}}}
+    pod = sts["spec"]["template"]["spec"]
+    assert "history" not in {v["name"] for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in lookout_container(sts)["volumeMounts"]}
+    assert mounts["history"] == {"name": "history", "mountPath": "/var/lib/lookout"}
+    assert "--storage.path=/var/lib/lookout" in lookout_container(sts)["args"]
+
+    values = yaml.safe_load(open(SHARDING_VALUES))
+    del values["persistence"]
+    sts = one(render_values(values, tmp_path, "ephemeral.yaml"), "StatefulSet")
+    assert "volumeClaimTemplates" not in sts["spec"]
+    assert {"name": "history", "emptyDir": {}} in sts["spec"]["template"]["spec"]["volumes"]
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"sharding": {"enabled": True}, "persistence": {"enabled": True, "existingClaim": "mine"}},
+         "persistence.existingClaim cannot be used with sharding.enabled"),
+        ({"sharding": {"enabled": True}, "replicas": 0}, "sharding.enabled needs replicas of at least 1"),
+    ],
+)
+def test_sharding_refuses_what_cannot_work(values, message, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(values))
+    p = helm(*template_args([str(path)]), check=False)
+    assert p.returncode != 0 and message in p.stderr, p.stderr
+
+
+def test_headless_service_names_the_pods_and_monitors_leave_it_out():
+    """The headless Service gives each pod a DNS name (even while not ready); every ServiceMonitor
+    selects the normal Service and not the headless one, so each pod is scraped once; the
+    PodDisruptionBudget covers the StatefulSet's pods."""
+    objs = render([SHARDING_VALUES])
+    services = {s["metadata"]["name"]: s for s in find(objs, "Service")}
+    assert set(services) == {FULL, HEADLESS}
+    sts = one(objs, "StatefulSet")
+    headless = services[HEADLESS]["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    assert headless["selector"] == sts["spec"]["selector"]["matchLabels"]
+    assert headless["ports"] == [{"name": "http", "port": 9115, "targetPort": "http", "protocol": "TCP"}]
+    assert services[FULL]["spec"] == one(render(), "Service")["spec"], "the normal Service is unchanged"
+    sms = find(objs, "ServiceMonitor")
+    assert len(sms) == 2  # self and one ad-hoc target
+    for sm in sms:
+        selector = sm["spec"]["selector"]
+        assert selects(selector, services[FULL]["metadata"]["labels"]), sm["metadata"]["name"]
+        assert not selects(selector, services[HEADLESS]["metadata"]["labels"]), sm["metadata"]["name"]
+    pdb = one(objs, "PodDisruptionBudget")["spec"]
+    assert pdb["maxUnavailable"] == 1
+    assert selects(pdb["selector"], sts["spec"]["template"]["metadata"]["labels"])
+
+
+@pytest.mark.parametrize("case", [c for c in VALUES_CASES if c not in (SHARDING_VALUES, DISCOVERY_VALUES)],
+                         ids=[i for c, i in zip(VALUES_CASES, CASE_IDS) if c not in (SHARDING_VALUES, DISCOVERY_VALUES)])
+def test_without_sharding_or_discovery_nothing_of_them_renders(case):
+    """With both off (every other values file), the chart renders what it did before they existed:
+    a Deployment, one Service, ServiceMonitors selecting by labels alone, no RBAC, no token, no
+    shard flags, no kubernetes: section. (Byte-for-byte identity with the chart before was checked
+    by hand when they were added; this keeps them from leaking in.)"""
+    objs = render(files(case))
+    assert not {o["kind"] for o in objs} & MODE_KINDS
+    assert [s["metadata"]["name"] for s in find(objs, "Service")] == [FULL]
+    c = container(objs)
+    assert not [a for a in c["args"] if a.startswith("--shard.")]
+    assert "POD_NAME" not in {e["name"] for e in c.get("env", [])}
+    assert deployment_spec(objs)["automountServiceAccountToken"] is False
+    for sm in find(objs, "ServiceMonitor"):
+        assert set(sm["spec"]["selector"]) == {"matchLabels"}
+    for rule in find(objs, "PrometheusRule"):
+        assert "lookout-shards" not in [g["name"] for g in rule["spec"]["groups"]]
+    text = config_text(objs)
+    if text is not None:
+        assert "kubernetes" not in yaml.safe_load(text)
+
+
+def shard_rule_objs(tmp_path, name, **rule_values):
+    return render_values({"replicas": 3, "sharding": {"enabled": True},
+                          "prometheusRule": {"enabled": True, **rule_values}}, tmp_path, name)
+
+
+def test_shard_missing_alert_fires_when_a_replica_is_gone(tmp_path):
+    """LookoutShardMissing (sharding only): promtool's checks pass, and it fires once a replica's
+    series are gone for 10 minutes, which LookoutDown cannot see while others are scraped."""
+    objs = shard_rule_objs(tmp_path, "labels.yaml", additionalRuleLabels={"team": "home"})
+    [group] = [g for g in one(objs, "PrometheusRule")["spec"]["groups"] if g["name"] == "lookout-shards"]
+    [rule] = group["rules"]
+    assert rule["alert"] == "LookoutShardMissing" and rule["labels"] == {"severity": "critical", "team": "home"}
+    rules = tmp_path / "shards.rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": [group]}))
+    run([promtool(), "check", "rules", str(rules)])
+    series = []
+    for pod, share, minutes in (("lookout-0", 2, 40), ("lookout-1", 1, 40), ("lookout-2", 1, 5)):
+        labels = f'job="lookout",instance="{pod}:9115",pod="{pod}"'
+        series += [{"series": f"lookout_shard_targets{{{labels}}}", "values": f"{share}x{minutes}"},
+                   {"series": f"lookout_shard_targets_considered{{{labels}}}", "values": f"4x{minutes}"}]
+    tests = tmp_path / "shards.test.yml"
+    tests.write_text(yaml.safe_dump({
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                # lookout-2's last sample is at 5m; it stays visible for Prometheus' 5m lookback.
+                {"eval_time": "9m", "alertname": "LookoutShardMissing", "exp_alerts": []},
+                {"eval_time": "30m", "alertname": "LookoutShardMissing", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "team": "home"},
+                    "exp_annotations": {
+                        "summary": rule["annotations"]["summary"],
+                        "description": rule["annotations"]["description"].replace("{{ $value | humanize }}", "1"),
+                    },
+                }]},
+            ],
+        }],
+    }))
+    run([promtool(), "test", "rules", str(tests)])
+    assert "one of the 3 pods" in rule["annotations"]["description"]
+    # disabledAlerts takes it out like any rule-pack alert.
+    objs = shard_rule_objs(tmp_path, "disabled.yaml", disabledAlerts=["LookoutShardMissing"])
+    assert "lookout-shards" not in [g["name"] for g in one(objs, "PrometheusRule")["spec"]["groups"]]
+
+
+def samples(text):
+    """{name: [(labels dict, value)]} of a text exposition."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
+        if m:
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out.setdefault(m.group(1), []).append((labels, float(m.group(3))))
+    return out
+
+
+def test_sharded_replicas_started_as_the_chart_says_split_the_targets(tmp_path):
+    """Three lookouts started with the StatefulSet's args ($(POD_NAME) expanded as the kubelet
+    does, to the pods' names) share a config's targets out: each target in exactly one share, a
+    depends_on group whole in one, lookout_shard_info naming each replica."""
+    closed = free_port()  # nothing listens there: probes fail at once, on loopback
+    targets = [{"name": f"site-{i}", "module": "tcp_connect", "target": f"127.0.0.1:{closed}", "interval": "5m"}
+               for i in range(12)]
+    targets.append({"name": "app", "module": "tcp_connect", "target": f"127.0.0.1:{closed}", "interval": "5m",
+                    "depends_on": ["site-0", "site-1"]})
+    values = yaml.safe_load(open(SHARDING_VALUES))
+    values["config"]["targets"] = targets
+    objs = render_values(values, tmp_path)
+    cfg = tmp_path / "lookout.yml"
+    cfg.write_text(config_text(objs))
+    sts = one(objs, "StatefulSet")
+    replicas = sts["spec"]["replicas"]
+    procs, shares = [], {}
+    try:
+        for i in range(replicas):
+            pod = f"{sts['metadata']['name']}-{i}"  # a StatefulSet's pod names
+            port = free_port()
+            store = tmp_path / pod
+            store.mkdir()
+            argv = [lookout_bin()]
+            for a in lookout_container(sts)["args"]:
+                a = a.replace("$(POD_NAME)", pod)
+                if a.startswith("--config.file="):
+                    a = f"--config.file={cfg}"
+                elif a.startswith("--storage.path="):
+                    a = f"--storage.path={store}"
+                elif a.startswith("--web.listen-address="):
+                    a = f"--web.listen-address=127.0.0.1:{port}"
+                argv.append(a)
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            procs.append(proc)
+            base = f"http://127.0.0.1:{port}"
+            wait_http(f"{base}/-/healthy", proc=proc)
+            deadline = time.monotonic() + 15
+            while True:
+                m = samples(wait_http(f"{base}/metrics", proc=proc))
+                with urllib.request.urlopen(f"{base}/api/v1/targets", timeout=5) as r:
+                    names = {t["name"] for t in json.load(r)["targets"]}
+                share = m.get("lookout_shard_targets", [({}, -1)])[0][1]
+                if share == len(names) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert m.get("lookout_shard_info") == [({"count": str(replicas), "index": str(i)}, 1.0)], m.get("lookout_shard_info")
+            assert m["lookout_shard_targets_considered"] == [({}, float(len(targets)))]
+            assert share == len(names), f"{pod}: lookout_shard_targets {share}, /api/v1/targets {sorted(names)}"
+            shares[pod] = names
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    every = [n for names in shares.values() for n in names]
+    assert sorted(every) == sorted(t["name"] for t in targets), f"each target in exactly one share: {shares}"
+    assert [pod for pod, names in shares.items() if {"app", "site-0", "site-1"} <= names], shares
+
+
+# ---------------------------------------------------------------- discovery ---------------------
+
+DISCOVERY_RBAC = f"{FULL}-{NAMESPACE}-discovery"
+READ = ["get", "list", "watch"]
+KIND_RULES = {
+    "ingress": {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses"], "verbs": READ},
+    "service": {"apiGroups": [""], "resources": ["services"], "verbs": READ},
+    "httproute": {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": READ},
+}
+EVENT_RULES = [
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+
+
+def assert_valid(objs):
+    errors = [e for o in objs for e in kubernetes_errors(o)]
+    assert not errors, "\n".join(errors)
+
+
+def test_discovery_everywhere_gets_a_cluster_role_with_only_what_it_uses(tmp_path):
+    """discovery.enabled with no namespaces: a ClusterRole reading the three kinds and writing
+    Events, nothing else; its binding names the chart's ServiceAccount, whose token the pod now
+    mounts; the config gets the kubernetes: section."""
+    objs = render_values({"discovery": {"enabled": True}}, tmp_path)
+    assert not find(objs, "Role") and not find(objs, "RoleBinding")
+    role, binding = one(objs, "ClusterRole"), one(objs, "ClusterRoleBinding")
+    assert role["metadata"]["name"] == binding["metadata"]["name"] == DISCOVERY_RBAC
+    assert role["rules"] == [KIND_RULES[k] for k in ("ingress", "service", "httproute")] + EVENT_RULES
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": DISCOVERY_RBAC}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULL, "namespace": NAMESPACE}]
+    assert one(objs, "ServiceAccount")["metadata"]["name"] == FULL
+    assert one(objs, "ServiceAccount")["automountServiceAccountToken"] is False, "only this pod gets the token"
+    assert deployment_spec(objs)["automountServiceAccountToken"] is True
+    # The pod's name: the reporting instance of its Events. No shard flags without sharding.
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container(objs)["env"]
+    assert not [a for a in container(objs)["args"] if a.startswith("--shard.")]
+    assert yaml.safe_load(config_text(objs))["kubernetes"] == {
+        "namespaces": [], "kinds": ["ingress", "service", "httproute"], "module": "http_2xx", "events": True}
+    assert_valid([role, binding])
+
+
+def test_discovery_in_listed_namespaces_gets_a_role_in_each():
+    objs = render([DISCOVERY_VALUES])
+    assert not find(objs, "ClusterRole") and not find(objs, "ClusterRoleBinding")
+    roles = {r["metadata"]["namespace"]: r for r in find(objs, "Role")}
+    bindings = {b["metadata"]["namespace"]: b for b in find(objs, "RoleBinding")}
+    assert set(roles) == set(bindings) == {"web", "shop"}
+    for ns in ("web", "shop"):
+        assert roles[ns]["metadata"]["name"] == bindings[ns]["metadata"]["name"] == DISCOVERY_RBAC
+        assert roles[ns]["rules"] == [KIND_RULES["ingress"], KIND_RULES["httproute"]] + EVENT_RULES
+        assert bindings[ns]["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": DISCOVERY_RBAC}
+        assert bindings[ns]["subjects"] == [{"kind": "ServiceAccount", "name": FULL, "namespace": NAMESPACE}]
+    assert yaml.safe_load(config_text(objs))["kubernetes"] == {
+        "namespaces": ["web", "shop"], "kinds": ["ingress", "httproute"], "module": "https_2xx", "events": True}
+    assert deployment_spec(objs)["automountServiceAccountToken"] is True
+
+
+def test_discovery_rbac_follows_kinds_events_and_the_service_account(tmp_path):
+    objs = render_values({"discovery": {"enabled": True, "kinds": ["service"], "events": False, "labelSelector": "tier=web"},
+                          "serviceAccount": {"create": False, "name": "monitoring"}}, tmp_path)
+    assert one(objs, "ClusterRole")["rules"] == [KIND_RULES["service"]]
+    assert one(objs, "ClusterRoleBinding")["subjects"] == [{"kind": "ServiceAccount", "name": "monitoring", "namespace": NAMESPACE}]
+    assert yaml.safe_load(config_text(objs))["kubernetes"] == {
+        "namespaces": [], "kinds": ["service"], "module": "http_2xx", "events": False, "label_selector": "tier=web"}
+    # An existing config Secret: the chart cannot write the section (nor check the module), but
+    # still grants the access and mounts the token.
+    objs = render_values({"discovery": {"enabled": True, "module": "from_my_secret"},
+                          "configExistingSecretName": "lookout-config"}, tmp_path, "existing.yaml")
+    assert one(objs, "ClusterRole") and config_text(objs) is None
+    assert deployment_spec(objs)["automountServiceAccountToken"] is True
+
+
+def test_discovery_module_must_be_configured(tmp_path):
+    path = tmp_path / "v.yaml"
+    path.write_text(yaml.safe_dump({"discovery": {"enabled": True, "module": "http_3xx"}}))
+    p = helm(*template_args([str(path)]), check=False)
+    assert p.returncode != 0 and 'discovery.module "http_3xx" is not a module of config.modules' in p.stderr, p.stderr
+
+
+def test_discovery_with_sharding(tmp_path):
+    """Both on: the StatefulSet's pods get the token and the RBAC binds their ServiceAccount."""
+    values = yaml.safe_load(open(SHARDING_VALUES))
+    values["discovery"] = {"enabled": True}
+    objs = render_values(values, tmp_path)
+    assert one(objs, "StatefulSet")["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    assert one(objs, "ClusterRoleBinding")["subjects"][0]["name"] == FULL
+    assert "kubernetes" in yaml.safe_load(config_text(objs))
+
+
+# ---------------------------------------------------------------- README examples ---------------
+
+
+def chart_readme_yaml(first_line):
+    blocks = re.findall(r"```yaml\n(.*?)```", open(CHART_README).read(), re.S)
+    [block] = [b for b in blocks if b.startswith(first_line)]
+    return block
+
+
+def readme_sharded_objs(tmp_path):
+    path = tmp_path / "values-sharded.yaml"
+    path.write_text(chart_readme_yaml("# values-sharded.yaml"))
+    return render([str(path)])
+
+
+def test_readme_three_replica_example(tmp_path):
+    """README's three replicas render what it says they do: the pods, flags, claims, Services."""
+    objs = readme_sharded_objs(tmp_path)
+    readme = open(CHART_README).read()
+    sts = one(objs, "StatefulSet")
+    assert sts["spec"]["replicas"] == 3 and not find(objs, "Deployment")
+    for i in range(3):
+        assert f"`{FULL}-{i}`" in readme and f"`history-{FULL}-{i}`" in readme
+    [vct] = sts["spec"]["volumeClaimTemplates"]
+    assert vct["metadata"]["name"] == "history"
+    args = " ".join(a for a in lookout_container(sts)["args"] if a.startswith("--shard."))
+    assert f"`{args}`" in readme
+    assert sorted(s["metadata"]["name"] for s in find(objs, "Service")) == [FULL, HEADLESS]
+    assert f"`{HEADLESS}`" in readme and f"`{FULL}-0.{HEADLESS}.{NAMESPACE}.svc`" in readme
+    assert one(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    cfg = tmp_path / "lookout.yml"
+    cfg.write_text(config_text(objs))
+    p = run([lookout_bin(), "--config.check", f"--config.file={cfg}"], check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_readme_probe_scrape_config_sends_each_target_to_one_replica(tmp_path):
+    """README's hashmod scrape config passes promtool, keeps the target as instance, and its
+    modulus and replica address match the three-replica example the chart renders."""
+    text = chart_readme_yaml("# prometheus.yml")
+    path = tmp_path / "prometheus.yml"
+    path.write_text(text)
+    run([promtool(), "check", "config", str(path)])
+    [job] = yaml.safe_load(text)["scrape_configs"]
+    assert job["metrics_path"] == "/probe"
+    relabel = job["relabel_configs"]
+    assert relabel[0] == {"source_labels": ["__address__"], "target_label": "__param_target"}
+    assert relabel[1] == {"source_labels": ["__param_target"], "target_label": "instance"}
+    [hashmod] = [r for r in relabel if r.get("action") == "hashmod"]
+    assert hashmod["source_labels"] == ["__param_target"] and hashmod["target_label"] == "__tmp_shard"
+    address = relabel[-1]
+    assert address["source_labels"] == ["__tmp_shard"] and address["target_label"] == "__address__"
+    objs = readme_sharded_objs(tmp_path)
+    sts = one(objs, "StatefulSet")
+    [headless] = find(objs, "Service", HEADLESS)
+    port = headless["spec"]["ports"][0]["port"]
+    assert hashmod["modulus"] == sts["spec"]["replicas"]
+    assert address["replacement"] == f"{sts['metadata']['name']}-$1.{sts['spec']['serviceName']}.{NAMESPACE}.svc:{port}"
+
+
+def test_readme_discovery_example(tmp_path):
+    path = tmp_path / "values-discovery.yaml"
+    path.write_text(chart_readme_yaml("# values-discovery.yaml"))
+    objs = render([str(path)])
+    roles = {r["metadata"]["namespace"]: r["rules"] for r in find(objs, "Role")}
+    assert roles == {ns: [KIND_RULES["ingress"], KIND_RULES["service"]] + EVENT_RULES for ns in ("web", "shop")}
+    assert f"`{DISCOVERY_RBAC}`" in open(CHART_README).read()

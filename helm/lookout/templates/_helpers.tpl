@@ -73,13 +73,25 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The config file's text: the keys of .Values.config that are set, in lookout's order. */}}
+{{/*
+The config file's text: the keys of .Values.config that are set, and with discovery.enabled the
+`kubernetes:` section made of discovery's fields.
+*/}}
 {{- define "lookout.configYaml" -}}
 {{- $c := dict }}
 {{- range $k := list "modules" "defaults" "scheduler" "targets" }}
 {{- $v := get $.Values.config $k }}
 {{- if $v }}
 {{- $_ := set $c $k $v }}
+{{- end }}
+{{- end }}
+{{- with .Values.discovery }}
+{{- if .enabled }}
+{{- $k := dict "namespaces" (default list .namespaces) "kinds" .kinds "module" .module "events" .events }}
+{{- with .labelSelector }}
+{{- $_ := set $k "label_selector" . }}
+{{- end }}
+{{- $_ := set $c "kubernetes" $k }}
 {{- end }}
 {{- end }}
 {{- toYaml $c }}
@@ -179,3 +191,56 @@ kubelet has no credentials). Called with (dict "probe" P "root" $).
 {{- end -}}
 {{- toYaml $probe -}}
 {{- end -}}
+
+{{/* The headless Service governing the sharded StatefulSet (its pods' DNS names). */}}
+{{- define "lookout.headlessName" -}}
+{{- printf "%s-headless" (include "lookout.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+The selector of the chart's ServiceMonitors: lookout's Service. Sharded, the headless Service has
+the same pods behind it and is left out, or every pod would be scraped twice.
+*/}}
+{{- define "lookout.serviceSelector" -}}
+matchLabels:
+  {{- include "lookout.selectorLabels" . | nindent 2 }}
+{{- if .Values.sharding.enabled }}
+matchExpressions:
+  - key: lookout.dev/headless
+    operator: DoesNotExist
+{{- end }}
+{{- end }}
+
+{{/*
+Name of discovery's Roles, RoleBindings or ClusterRole and ClusterRoleBinding. It carries the
+release's namespace: the same release name in two namespaces must not share a ClusterRole, nor a
+Role in a namespace both discover.
+*/}}
+{{- define "lookout.discoveryRbacName" -}}
+{{- printf "%s-%s-discovery" (include "lookout.fullname" .) (include "lookout.namespace" .) }}
+{{- end }}
+
+{{/*
+The RBAC rules discovery needs, and nothing more: read (get, list, watch) the kinds it is asked
+to discover, and with events on, write Events (both APIs; lookout reports a rejected annotation on
+its object).
+*/}}
+{{- define "lookout.discoveryRules" -}}
+{{- $d := .Values.discovery }}
+{{- $read := list "get" "list" "watch" }}
+{{- $rules := list }}
+{{- if has "ingress" $d.kinds }}
+{{- $rules = append $rules (dict "apiGroups" (list "networking.k8s.io") "resources" (list "ingresses") "verbs" $read) }}
+{{- end }}
+{{- if has "service" $d.kinds }}
+{{- $rules = append $rules (dict "apiGroups" (list "") "resources" (list "services") "verbs" $read) }}
+{{- end }}
+{{- if has "httproute" $d.kinds }}
+{{- $rules = append $rules (dict "apiGroups" (list "gateway.networking.k8s.io") "resources" (list "httproutes") "verbs" $read) }}
+{{- end }}
+{{- if $d.events }}
+{{- $rules = append $rules (dict "apiGroups" (list "") "resources" (list "events") "verbs" (list "create" "patch")) }}
+{{- $rules = append $rules (dict "apiGroups" (list "events.k8s.io") "resources" (list "events") "verbs" (list "create" "patch")) }}
+{{- end }}
+{{- toYaml $rules }}
+{{- end }}
