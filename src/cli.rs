@@ -110,6 +110,11 @@ pub struct Cli {
     #[arg(long = "log.format", value_enum, default_value = "logfmt")]
     pub log_format: LogFormat,
 
+    /// Add `probe_failure_info{reason="…"}` to failed `/probe` answers (scheduled targets always
+    /// have it); off by default, so `/probe` answers as blackbox_exporter does.
+    #[arg(long = "probe.failure-info")]
+    pub probe_failure_info: bool,
+
     /// This replica's ordinal among --shard.count replicas that split the scheduled targets: a
     /// number, or a name ending in -<number> (a StatefulSet pod's name).
     #[arg(long = "shard.index", value_name = "I")]

@@ -170,6 +170,7 @@ impl App {
             alerts: Arc::new(alerts::Sender::default()),
             history,
             timeout_offset: cli.timeout_offset,
+            failure_info: cli.probe_failure_info,
             prefix: normalise_prefix(&cli.route_prefix()),
             external_url: external_url.clone(),
             openmetrics: cli.enable_openmetrics,

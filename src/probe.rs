@@ -36,6 +36,21 @@ pub static PROBE_SUCCESS: Family = Family::gauge(
     "probe_success",
     "Displays whether or not the probe was a success",
 );
+/// `probe_failure_info{reason}`: why a probe failed, one label value from `Reason` (the shape
+/// proposed upstream in blackbox_exporter PR #1334). Scheduled targets always have it; `/probe`
+/// answers with `--probe.failure-info`.
+pub static PROBE_FAILURE_INFO: Family = Family::gauge(
+    "probe_failure_info",
+    "Why the probe failed: 1 with the failure's reason as a label; absent when it succeeded.",
+);
+
+/// Adds `probe_failure_info{reason}` for `failure`, if the probe failed.
+pub fn record_failure_info(report: &mut Report, failure: Option<&ProbeFailure>) {
+    if let Some(f) = failure {
+        report.set_labeled(&PROBE_FAILURE_INFO, &[("reason", f.reason().as_str())], 1.0);
+    }
+}
+
 /// `probe_duration_seconds`.
 pub static PROBE_DURATION_SECONDS: Family = Family::gauge(
     "probe_duration_seconds",

@@ -75,6 +75,7 @@ impl ProbeResult {
     /// The result of `outcome`, a scheduled probe of `target` that started at `started`.
     pub fn scheduled(outcome: Outcome, target: Arc<Target>, started: SystemTime) -> ProbeResult {
         let mut outcome = outcome;
+        crate::probe::record_failure_info(&mut outcome.report, outcome.failure.as_ref());
         // Kept until the target's next probe by the latest-state table.
         outcome.report.shrink_to_fit();
         let module = target.module.clone();

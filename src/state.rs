@@ -38,6 +38,8 @@ pub struct State {
     pub history: Option<Arc<crate::history::Store>>,
     /// `--timeout-offset` in seconds.
     pub timeout_offset: f64,
+    /// `--probe.failure-info`: `/probe` answers carry `probe_failure_info{reason}` too.
+    pub failure_info: bool,
     /// `--web.route-prefix`, normalised to "" or "/prefix".
     pub prefix: String,
     /// `--web.external-url`, without a trailing slash: where `/` under a prefix redirects, and

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::probe::net::{self, DialPolicy};
-use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
+use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober, Reason};
 use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
@@ -634,7 +634,8 @@ impl Prober for Spec {
                     rcode_name(response.rcode),
                     self.valid_rcodes.join(", ")
                 ),
-            ));
+            )
+            .because(Reason::DnsRcode));
         }
         debug!(rcode = %rcode_name(response.rcode), "Rcode is valid");
         let sections = [
@@ -649,6 +650,7 @@ impl Prober for Spec {
                     FailureKind::Assertion,
                     format!("{section} RRs validation failed: {why}"),
                 )
+                .because(Reason::DnsValidation)
             })?;
         }
         Ok(())

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
 
-use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
+use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober, Reason};
 use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
 use crate::probe::tls;
@@ -928,7 +928,7 @@ impl Prober for Spec {
 
 /// Whether a failed header or body expectation is the reason (sets `probe_failed_due_to_regex`).
 fn regex_failure(message: String) -> ProbeFailure {
-    ProbeFailure::new(FailureKind::Assertion, message)
+    ProbeFailure::new(FailureKind::Assertion, message).because(Reason::Regex)
 }
 
 /// Reads `chunks` as a response body under `spec` (decompression, limits, regexes) and returns

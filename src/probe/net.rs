@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure};
+use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, Reason};
 use crate::probe::report::Report;
 use crate::probe::resolve::IpPreference;
 use crate::probe::tls;
@@ -327,13 +327,21 @@ async fn bounded<T>(
         })
 }
 
+/// A failed connection attempt, refused and timed out told apart for `probe_failure_info`.
+fn connect_failure(message: String, e: &io::Error) -> ProbeFailure {
+    let f = ProbeFailure::new(FailureKind::Connect, message);
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => f.because(Reason::ConnectRefused),
+        io::ErrorKind::TimedOut => f.because(Reason::ConnectTimeout),
+        _ => f,
+    }
+}
+
 /// Connects to `addr`, from `source` when given (blackbox's `source_ip_address`).
 // The one place TCP connections are opened; `clippy.toml` forbids it elsewhere.
 #[allow(clippy::disallowed_methods)]
 async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ProbeFailure> {
-    let fail = |e: io::Error| {
-        ProbeFailure::new(FailureKind::Connect, format!("connecting to {addr}: {e}"))
-    };
+    let fail = |e: io::Error| connect_failure(format!("connecting to {addr}: {e}"), &e);
     let stream = match source {
         None => TcpStream::connect(addr).await.map_err(fail)?,
         Some(src) => {

@@ -51,6 +51,133 @@ impl FailureKind {
     }
 }
 
+/// The finer reason of a failure, one closed set for `probe_failure_info{reason}`: what an
+/// operator acts on (a refused port, an expired certificate, a 404), never free text. A failure
+/// whose site names no finer reason has its kind's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The target string could not be parsed.
+    InvalidTarget,
+    /// The name did not resolve.
+    Resolve,
+    /// The address refused the connection.
+    ConnectRefused,
+    /// The connection attempt timed out (the kernel's timeout, not the probe's).
+    ConnectTimeout,
+    /// The connection failed otherwise (unreachable, reset, …).
+    Connect,
+    /// `probe_access` refused the address.
+    Blocked,
+    /// The TLS handshake failed (other than a certificate below).
+    TlsHandshake,
+    /// The certificate has expired or is not valid yet.
+    CertificateExpired,
+    /// The certificate's issuer is not trusted.
+    CertificateUntrusted,
+    /// The certificate does not name the host.
+    CertificateWrongHost,
+    /// The probe ran out of time.
+    Timeout,
+    /// The peer broke the protocol.
+    Protocol,
+    /// An answer was over the configured size limit.
+    BodyTooLarge,
+    /// The HTTP status code was not a valid one.
+    StatusCode,
+    /// A `fail_if_*_matches` / `fail_if_*_not_matches` regular expression decided.
+    Regex,
+    /// A CEL expression decided.
+    Cel,
+    /// The HTTP version was not a valid one.
+    HttpVersion,
+    /// `fail_if_ssl` / `fail_if_not_ssl`.
+    Ssl,
+    /// The DNS answer's rcode was not a valid one.
+    DnsRcode,
+    /// The DNS answer failed a `validate_*_rrs` check.
+    DnsValidation,
+    /// Another configured expectation failed.
+    Assertion,
+    /// The module uses something lookout does not implement.
+    Unsupported,
+    /// A bug in lookout.
+    Internal,
+}
+
+impl Reason {
+    /// Every reason, for documentation and tests.
+    pub const ALL: [Reason; 23] = [
+        Reason::InvalidTarget,
+        Reason::Resolve,
+        Reason::ConnectRefused,
+        Reason::ConnectTimeout,
+        Reason::Connect,
+        Reason::Blocked,
+        Reason::TlsHandshake,
+        Reason::CertificateExpired,
+        Reason::CertificateUntrusted,
+        Reason::CertificateWrongHost,
+        Reason::Timeout,
+        Reason::Protocol,
+        Reason::BodyTooLarge,
+        Reason::StatusCode,
+        Reason::Regex,
+        Reason::Cel,
+        Reason::HttpVersion,
+        Reason::Ssl,
+        Reason::DnsRcode,
+        Reason::DnsValidation,
+        Reason::Assertion,
+        Reason::Unsupported,
+        Reason::Internal,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidTarget => "invalid_target",
+            Reason::Resolve => "resolve",
+            Reason::ConnectRefused => "connect_refused",
+            Reason::ConnectTimeout => "connect_timeout",
+            Reason::Connect => "connect",
+            Reason::Blocked => "blocked",
+            Reason::TlsHandshake => "tls_handshake",
+            Reason::CertificateExpired => "certificate_expired",
+            Reason::CertificateUntrusted => "certificate_untrusted",
+            Reason::CertificateWrongHost => "certificate_wrong_host",
+            Reason::Timeout => "timeout",
+            Reason::Protocol => "protocol",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::StatusCode => "status_code",
+            Reason::Regex => "regex",
+            Reason::Cel => "cel",
+            Reason::HttpVersion => "http_version",
+            Reason::Ssl => "ssl",
+            Reason::DnsRcode => "dns_rcode",
+            Reason::DnsValidation => "dns_validation",
+            Reason::Assertion => "assertion",
+            Reason::Unsupported => "unsupported",
+            Reason::Internal => "internal",
+        }
+    }
+
+    /// The reason of a failure of `kind` whose site names none finer.
+    pub fn of_kind(kind: FailureKind) -> Reason {
+        match kind {
+            FailureKind::InvalidTarget => Reason::InvalidTarget,
+            FailureKind::Resolve => Reason::Resolve,
+            FailureKind::Connect => Reason::Connect,
+            FailureKind::Blocked => Reason::Blocked,
+            FailureKind::Tls => Reason::TlsHandshake,
+            FailureKind::Timeout => Reason::Timeout,
+            FailureKind::Protocol => Reason::Protocol,
+            FailureKind::Assertion => Reason::Assertion,
+            FailureKind::Unsupported => Reason::Unsupported,
+            FailureKind::Internal => Reason::Internal,
+        }
+    }
+}
+
 /// Why one probe failed, as data. It never travels past `probe::run` as a Rust error.
 #[derive(Debug, Clone)]
 pub struct ProbeFailure {
@@ -58,6 +185,8 @@ pub struct ProbeFailure {
     pub kind: FailureKind,
     /// A human-readable reason naming the offending value.
     pub message: String,
+    /// The finer reason, where the failing site knows one.
+    finer: Option<Reason>,
 }
 
 impl ProbeFailure {
@@ -66,7 +195,19 @@ impl ProbeFailure {
         ProbeFailure {
             kind,
             message: message.into(),
+            finer: None,
         }
+    }
+
+    /// The same failure with a finer reason than its kind's.
+    pub fn because(mut self, reason: Reason) -> ProbeFailure {
+        self.finer = Some(reason);
+        self
+    }
+
+    /// Its reason: the finer one, else its kind's.
+    pub fn reason(&self) -> Reason {
+        self.finer.unwrap_or(Reason::of_kind(self.kind))
     }
 }
 
@@ -108,4 +249,41 @@ pub(crate) trait Prober {
         req: &ProbeRequest,
         cx: &mut ProbeContext<'_>,
     ) -> Result<(), ProbeFailure>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_distinct_and_all_documented() {
+        let readme = include_str!("../../README.md");
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            assert!(seen.insert(r.as_str()), "{} twice", r.as_str());
+            assert!(
+                readme.contains(&format!("`{}`", r.as_str())),
+                "README.md does not list reason {}",
+                r.as_str()
+            );
+        }
+        // Every kind's own reason is one of them.
+        for k in [
+            FailureKind::InvalidTarget,
+            FailureKind::Resolve,
+            FailureKind::Connect,
+            FailureKind::Blocked,
+            FailureKind::Tls,
+            FailureKind::Timeout,
+            FailureKind::Protocol,
+            FailureKind::Assertion,
+            FailureKind::Unsupported,
+            FailureKind::Internal,
+        ] {
+            assert!(Reason::ALL.contains(&Reason::of_kind(k)));
+            assert_eq!(ProbeFailure::new(k, "x").reason(), Reason::of_kind(k));
+        }
+        let f = ProbeFailure::new(FailureKind::Connect, "x").because(Reason::ConnectRefused);
+        assert_eq!(f.reason().as_str(), "connect_refused");
+    }
 }

@@ -9,7 +9,7 @@ use tracing::debug;
 
 use crate::probe::expect::PROBE_FAILED_DUE_TO_REGEX;
 use crate::probe::net::{self, Stream};
-use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober};
+use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Prober, Reason};
 use crate::probe::query_response::LineReader;
 use crate::probe::report::Family;
 use crate::probe::resolve::{IpPreference, IpProtocol};
@@ -227,7 +227,8 @@ pub(crate) async fn dialogue(
                 return Err(ProbeFailure::new(
                     FailureKind::Assertion,
                     format!("regexp {:?} did not match any line (step {i})", re.as_str()),
-                ));
+                )
+                .because(Reason::Regex));
             }
             cx.report.set(&PROBE_FAILED_DUE_TO_REGEX, 0.0);
         }

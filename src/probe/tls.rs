@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::client::TlsStream;
 
-use crate::probe::prober::{FailureKind, ProbeFailure};
+use crate::probe::prober::{FailureKind, ProbeFailure, Reason};
 use crate::probe::report::{Family, Report};
 use crate::secret::Secret;
 use crate::values::{Choice, Conflict, FieldError, value_or_file};
@@ -426,6 +426,7 @@ impl Spec {
                 FailureKind::Tls,
                 format!("TLS handshake: {}", tls_error_text(&e)),
             )
+            .because(tls_reason(&e))
         })?;
         let (_, conn) = tls.get_ref();
         let peer: Vec<CertificateDer<'static>> = conn
@@ -512,6 +513,28 @@ impl Quic {
                 .unwrap_or_else(|e| e.into_inner())
                 .take(),
         }
+    }
+}
+
+/// The finer reason of a failed handshake: the certificate's problem when rustls names one.
+pub(crate) fn tls_reason(e: &std::io::Error) -> Reason {
+    use rustls::CertificateError as C;
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(c)) => match c {
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => Reason::CertificateExpired,
+            C::UnknownIssuer | C::BadSignature | C::UnhandledCriticalExtension => {
+                Reason::CertificateUntrusted
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => Reason::CertificateWrongHost,
+            _ => Reason::TlsHandshake,
+        },
+        _ => Reason::TlsHandshake,
     }
 }
 

@@ -190,6 +190,10 @@ pub async fn handle(
         &gate,
     )
     .await;
+    let mut outcome = outcome;
+    if state.failure_info {
+        probe_mod::record_failure_info(&mut outcome.report, outcome.failure.as_ref());
+    }
     // Published first: the counters, the recent-probes ring and every later subscriber see
     // the probe even if encoding the answer fails.
     let result = state

@@ -17,6 +17,8 @@ mod dependencies;
 mod dns;
 /// The binary end to end: endpoints, bad requests, reload, --config.check.
 mod endpoints;
+/// `probe_failure_info{reason}`: each failure's reason, on /probe with the flag and for scheduled targets.
+mod failure_info;
 /// blackbox 0.24–0.28's flags (external URL, probe log level, auto-reload).
 mod flags;
 /// The dependency graph: states, root causes and the recovery grace on loopback servers.

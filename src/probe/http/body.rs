@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio_util::io::StreamReader;
 
 use super::{Compression, DEFAULT_MATCH_LIMIT, PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH, Spec};
-use crate::probe::prober::{FailureKind, ProbeFailure};
+use crate::probe::prober::{FailureKind, ProbeFailure, Reason};
 use crate::probe::report::Report;
 
 /// What reading the body found.
@@ -128,13 +128,16 @@ where
                 count += n;
                 report.set(&PROBE_HTTP_UNCOMPRESSED_BODY_LENGTH, count as f64);
                 if over_limit {
-                    error = Some(ProbeFailure::new(
-                        FailureKind::Protocol,
-                        format!(
-                            "response body larger than body_size_limit ({} bytes)",
-                            limit.unwrap_or(0)
-                        ),
-                    ));
+                    error = Some(
+                        ProbeFailure::new(
+                            FailureKind::Protocol,
+                            format!(
+                                "response body larger than body_size_limit ({} bytes)",
+                                limit.unwrap_or(0)
+                            ),
+                        )
+                        .because(Reason::BodyTooLarge),
+                    );
                     break;
                 }
             }
@@ -151,12 +154,15 @@ where
     let matched = if !match_body || error.is_some() {
         None
     } else if too_big_to_match {
-        error = Some(ProbeFailure::new(
-            FailureKind::Protocol,
-            format!(
-                "response body larger than {keep_limit} bytes cannot be matched against regular expressions; set body_size_limit to allow more"
-            ),
-        ));
+        error = Some(
+            ProbeFailure::new(
+                FailureKind::Protocol,
+                format!(
+                    "response body larger than {keep_limit} bytes cannot be matched against regular expressions; set body_size_limit to allow more"
+                ),
+            )
+            .because(Reason::BodyTooLarge),
+        );
         None
     } else if kept.len() <= INLINE_MATCH {
         Some(match_regexes(spec, &kept))

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::probe::expect::PROBE_FAILED_DUE_TO_REGEX;
 use crate::probe::net::{self, Stream};
-use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest};
+use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, ProbeRequest, Reason};
 use crate::probe::report::Report;
 use crate::probe::resolve;
 use crate::probe::tls;
@@ -397,6 +397,7 @@ fn check_status(spec: &Spec, response: &http::Response<Body>, verdict: &mut Verd
                 FailureKind::Assertion,
                 format!("invalid HTTP response status code {status}"),
             )
+            .because(Reason::StatusCode)
         });
     }
 }
@@ -509,7 +510,7 @@ async fn check_cel(spec: &Spec, body: Vec<u8>, verdict: &mut Verdict, report: &m
         Ok(()) => report.set(&super::cel::PROBE_FAILED_DUE_TO_CEL, 0.0),
         Err(m) => {
             report.set(&super::cel::PROBE_FAILED_DUE_TO_CEL, 1.0);
-            verdict.fail(|| ProbeFailure::new(FailureKind::Assertion, m));
+            verdict.fail(|| ProbeFailure::new(FailureKind::Assertion, m).because(Reason::Cel));
         }
     }
 }
@@ -532,6 +533,7 @@ fn check_version(spec: &Spec, version: Version, verdict: &mut Verdict, report: &
                 FailureKind::Assertion,
                 format!("invalid HTTP version {proto}"),
             )
+            .because(Reason::HttpVersion)
         });
     }
 }
@@ -549,11 +551,14 @@ fn check_tls(
             if spec.fail_if_ssl {
                 verdict.fail(|| {
                     ProbeFailure::new(FailureKind::Assertion, "final request was over SSL")
+                        .because(Reason::Ssl)
                 });
             }
         }
-        None if spec.fail_if_not_ssl => verdict
-            .fail(|| ProbeFailure::new(FailureKind::Assertion, "final request was not over SSL")),
+        None if spec.fail_if_not_ssl => verdict.fail(|| {
+            ProbeFailure::new(FailureKind::Assertion, "final request was not over SSL")
+                .because(Reason::Ssl)
+        }),
         None => {}
     }
 }
