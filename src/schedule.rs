@@ -897,15 +897,25 @@ impl Loop {
     fn rebuild_grid(&mut self, epoch: Instant) {
         self.grid.clear();
         let now = Instant::now();
+        // A target never probed whose first slot is far off (a long interval, or a start just
+        // after its phase) gets a first probe sooner, spread over `window` by the same phase
+        // hash, so a restart is not an interval of nothing on /metrics. The window grows with
+        // the targets (1 ms each), so these first probes come at most 1,000 a second.
+        let window = FIRST_PROBE_WITHIN.max(Duration::from_millis(self.states.len() as u64));
         for (i, s) in self.states.iter().enumerate() {
             let t = s.target();
-            self.grid.push(Reverse((
-                next_due(epoch, now, phase(&t.name, t.interval), t.interval),
-                i,
-            )));
+            let due = next_due(epoch, now, phase(&t.name, t.interval), t.interval);
+            self.grid.push(Reverse((due, i)));
+            if s.last().is_none() && due > now + window {
+                self.extra.push(Reverse((now + phase(&t.name, window), i)));
+            }
         }
     }
 }
+
+/// How soon (at least) a target without a result is first probed when its first planned slot
+/// is later.
+pub const FIRST_PROBE_WITHIN: Duration = Duration::from_secs(15);
 
 /// A health machine for `set` (whose targets `states` follow, in order), keeping what `old`
 /// knew of targets that stay (by name).

@@ -382,3 +382,43 @@ fn the_file_watch_reloads_and_sigterm_exits_cleanly() {
         assert!(status.success(), "exit status {status}");
     });
 }
+
+/// A target probed once an hour is probed soon after start (not up to an hour later, at its
+/// phase), then is on every scrape in between with the same values and the time of its probe:
+/// Prometheus never sees it go stale, and the freshness series says how old the sample is
+/// (issue 17, long intervals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_interval_target_is_probed_soon_and_on_every_scrape_after() {
+    let web = HttpTarget::new().route("/", Route::ok("ok")).start().await;
+    let lk = Lookout::start(&format!(
+        "modules:\n  http: {{prober: http, timeout: 2s}}\ntargets:\n  - {{name: hourly, module: http, target: '{}', interval: 1h}}\n",
+        web.url("/")
+    ))
+    .await;
+    let of = |m: &Samples, name: &str| {
+        m.series(name)
+            .iter()
+            .find(|s| s.labels.get("target").map(String::as_str) == Some("hourly"))
+            .map(|s| s.value)
+    };
+    // Within the first-probe window (15 s), whatever the target's phase in its hour.
+    let mut at = None;
+    for _ in 0..400 {
+        let m = Samples::parse(&lk.get("/metrics").await.body);
+        if let Some(t) = of(&m, "lookout_target_last_probe_timestamp_seconds") {
+            at = Some(t);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let at = at.expect("the hourly target was probed within 20 s of start");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let m = Samples::parse(&lk.get("/metrics").await.body);
+        assert_eq!(of(&m, "probe_success"), Some(1.0), "{}", m.text);
+        assert_eq!(
+            of(&m, "lookout_target_last_probe_timestamp_seconds"),
+            Some(at)
+        );
+    }
+}
