@@ -138,7 +138,7 @@ impl Spec {
             api_server,
             namespaces: raw.namespaces.clone(),
             kinds,
-            label_selector: raw.label_selector.clone(),
+            label_selector: raw.label_selector.clone().filter(|s| !s.trim().is_empty()),
             module,
             events: raw.events.unwrap_or(true),
         })
@@ -246,14 +246,19 @@ pub async fn run(
         };
         tokio::select! {
             () = stop.cancelled() => return,
-            () = session => {}
+            // The watches ended (they retry on their own, so only if every stream closed):
+            // watch again, keeping what they offered until the new lists replace it.
+            () = session => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
             changed = changed_section(&mut config) => {
                 if !changed {
                     return;
                 }
             }
         }
-        // The section changed (or discovery ended): what it offered goes until it offers again.
+        // The section changed: what the old one found goes until the new one offers.
         tracing::info!("Kubernetes discovery settings changed; watching again");
         sources.offer(SOURCE, Vec::new());
     }
