@@ -171,6 +171,7 @@ impl App {
             history,
             timeout_offset: cli.timeout_offset,
             failure_info: cli.probe_failure_info,
+            probe_cache: Arc::default(),
             prefix: normalise_prefix(&cli.route_prefix()),
             external_url: external_url.clone(),
             openmetrics: cli.enable_openmetrics,

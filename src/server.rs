@@ -4,6 +4,7 @@
 
 mod admin;
 mod probe;
+pub use probe::Cache as ProbeCache;
 pub mod recent;
 mod status;
 

@@ -40,6 +40,8 @@ pub struct State {
     pub timeout_offset: f64,
     /// `--probe.failure-info`: `/probe` answers carry `probe_failure_info{reason}` too.
     pub failure_info: bool,
+    /// Results kept for `/probe` of modules with `cache:`.
+    pub probe_cache: Arc<crate::server::ProbeCache>,
     /// `--web.route-prefix`, normalised to "" or "/prefix".
     pub prefix: String,
     /// `--web.external-url`, without a trailing slash: where `/` under a prefix redirects, and

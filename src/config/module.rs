@@ -24,6 +24,10 @@ macro_rules! raw_module {
             /// The longest a probe may take; the scrape timeout caps it further.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub timeout: Option<ConfigDuration>,
+            /// How old a result may be to answer a `/probe` request instead of a new probe (a
+            /// lookout extension; without it every request probes, as in blackbox).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub cache: Option<ConfigDuration>,
             $(
                 #[doc = concat!($title, " settings.")]
                 #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,6 +71,8 @@ pub struct Module {
     pub name: String,
     /// The module timeout; `None` when not set (the scrape timeout alone applies).
     pub timeout: Option<Duration>,
+    /// How old a cached result may be to answer `/probe` (`cache:`); `None`: always probe.
+    pub cache: Option<Duration>,
     /// The validated probe settings.
     pub spec: Arc<ProbeSpec>,
     /// The module as written, for `/config` and debug output (secrets print as `<secret>`).
@@ -77,9 +83,11 @@ pub struct Module {
 pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, FieldError> {
     let spec = build_spec(&raw, base)?;
     let timeout = raw.timeout.map(|d| d.0).filter(|d| !d.is_zero());
+    let cache = raw.cache.map(|d| d.0).filter(|d| !d.is_zero());
     Ok(Module {
         name: name.to_owned(),
         timeout,
+        cache,
         spec: Arc::new(spec),
         raw,
     })

@@ -82,19 +82,21 @@ fn with_parts<T>(
     let scheduler = state.scheduler.self_metrics();
     let sources = state.sources.metrics();
     let kubernetes = state.kubernetes.metrics();
+    let probe_cache = state.probe_cache.metrics();
     let states = state.scheduler.states();
     let targets: Vec<_> = states
         .iter()
         .map(|s| (s.target(), s.last(), s.counters()))
         .collect();
     let mut parts: Vec<(&[(String, String)], &crate::probe::report::Report)> =
-        Vec::with_capacity(6 + 2 * targets.len());
+        Vec::with_capacity(7 + 2 * targets.len());
     parts.push((&[], &own));
     parts.push((&[], &bus));
     parts.push((&[], &alerts));
     parts.push((&[], &scheduler));
     parts.push((&[], &sources));
     parts.push((&[], &kubernetes));
+    parts.push((&[], &probe_cache));
     for (target, last, counters) in &targets {
         if let Some(last) = last {
             parts.push((&target.labels, &last.report));

@@ -11,10 +11,97 @@ use tokio::time::Instant;
 
 use super::State as AppState;
 use crate::access;
+use crate::config::module::Module;
 use crate::metrics::{self, Format};
 use crate::probe::prober::ProbeRequest;
+use crate::probe::report::{Family, Kind, Report};
 use crate::probe::{self as probe_mod};
 use crate::results::ProbeResult;
+
+/// `probe_cached`: on answers of modules with `cache:`, whether the answer is a kept result.
+static PROBE_CACHED: Family = Family::gauge(
+    "probe_cached",
+    "Whether this answer is a result kept from an earlier probe (1) or a new probe (0); only for modules with cache.",
+);
+static CACHE_HITS: Family = Family {
+    name: "lookout_probe_cache_answers_total",
+    help: "/probe requests of modules with cache, by whether a kept result answered (hit) or a new probe ran (miss).",
+    kind: Kind::Counter,
+};
+
+/// The most results kept for `cache:` modules. Past it the expired ones go first, and if none
+/// has expired the whole cache is emptied: a request then probes afresh, nothing else changes.
+pub const CACHE_ENTRIES: usize = 10_000;
+
+/// Results kept for modules with `cache:`, by module, target and `hostname`. An entry answers
+/// only for the very module it was probed with, so a reload (new modules) empties it in effect.
+#[derive(Debug, Default)]
+pub struct Cache {
+    entries: std::sync::Mutex<HashMap<CacheKey, Kept>>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+}
+
+/// Module name, target, `hostname`.
+type CacheKey = (String, String, Option<String>);
+
+#[derive(Debug)]
+struct Kept {
+    at: Instant,
+    module: Arc<Module>,
+    result: Arc<ProbeResult>,
+}
+
+impl Cache {
+    fn get(
+        &self,
+        key: &CacheKey,
+        module: &Arc<Module>,
+        max_age: Duration,
+    ) -> Option<Arc<ProbeResult>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = entries.get(key)?;
+        (Arc::ptr_eq(&kept.module, module) && kept.at.elapsed() <= max_age)
+            .then(|| kept.result.clone())
+    }
+
+    fn put(&self, key: CacheKey, module: Arc<Module>, result: Arc<ProbeResult>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHE_ENTRIES && !entries.contains_key(&key) {
+            entries.retain(|_, k| k.module.cache.is_some_and(|age| k.at.elapsed() <= age));
+            if entries.len() >= CACHE_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            key,
+            Kept {
+                at: Instant::now(),
+                module,
+                result,
+            },
+        );
+    }
+
+    /// The hit and miss counters, once a `cache:` module was asked for.
+    pub fn metrics(&self) -> Report {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (hits, misses) = (self.hits.load(Relaxed), self.misses.load(Relaxed));
+        let mut r = Report::new();
+        if hits + misses > 0 {
+            r.set_labeled(&CACHE_HITS, &[("result", "hit")], hits as f64);
+            r.set_labeled(&CACHE_HITS, &[("result", "miss")], misses as f64);
+        }
+        r
+    }
+}
+
+/// The one-sample report of `probe_cached`.
+fn cached_flag(cached: bool) -> Report {
+    let mut r = Report::with_capacity(1);
+    r.set(&PROBE_CACHED, if cached { 1.0 } else { 0.0 });
+    r
+}
 
 /// Why a `/probe` request is refused, each with blackbox's status and text.
 #[derive(Debug)]
@@ -173,6 +260,24 @@ pub async fn handle(
             tracing::debug!(module = %module_name, target = %target, reason = r.reason.as_str(), "Probe refused by probe_limits");
             ProbeRequestError::Limited(r)
         })?;
+    let debug = params.get("debug").map(String::as_str) == Some("true");
+    // `cache:`: a result young enough answers instead of a new probe (never for debug=true,
+    // which asks for a probe's log).
+    let cache_key = (module_name.clone(), target.clone(), hostname.clone());
+    if let Some(max_age) = module.cache.filter(|_| !debug) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(kept) = state.probe_cache.get(&cache_key, &module, max_age) {
+            state.probe_cache.hits.fetch_add(1, Relaxed);
+            let format = Format::negotiate(
+                headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+                state.openmetrics,
+            );
+            let flag = cached_flag(true);
+            let body = metrics::encode(format, &[(&[], &kept.report), (&[], &flag)]);
+            return Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response());
+        }
+        state.probe_cache.misses.fetch_add(1, Relaxed);
+    }
     let deadline =
         Instant::now() + Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::ZERO);
     let req = ProbeRequest {
@@ -198,8 +303,7 @@ pub async fn handle(
     // the probe even if encoding the answer fails.
     let result = state
         .results
-        .publish(ProbeResult::new(outcome, module, target, started));
-    let debug = params.get("debug").map(String::as_str) == Some("true");
+        .publish(ProbeResult::new(outcome, module.clone(), target, started));
     if let Some(refusal) = gate.refusal() {
         state.metrics.record_access_refusal(refusal.reason);
         tracing::warn!(
@@ -242,7 +346,15 @@ pub async fn handle(
             headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
             state.openmetrics,
         );
-        let body = metrics::encode(format, &[(&[], &result.report)]);
+        let body = match module.cache {
+            None => metrics::encode(format, &[(&[], &result.report)]),
+            Some(_) => {
+                state
+                    .probe_cache
+                    .put(cache_key, module.clone(), result.clone());
+                metrics::encode(format, &[(&[], &result.report), (&[], &cached_flag(false))])
+            }
+        };
         ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
     };
     Ok(response)

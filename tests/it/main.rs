@@ -9,6 +9,8 @@ mod support;
 mod access;
 /// Alerts end to end (issue 12): Debian's Prometheus and Alertmanager, one per root cause.
 mod alerting;
+/// A module's `cache:`: /probe answered from a young result, with probe_cached.
+mod cache;
 /// Config loading: every documented field, and one golden error per bad file.
 mod config;
 /// The shipped dependency examples, and dependency checks run by the scheduler.
