@@ -55,7 +55,7 @@ struct Inner {
     /// Each source's candidates, as written, with where each came from (for its rejection).
     offered: BTreeMap<&'static str, Vec<RawTarget>>,
     /// Rejected candidates per source at the last assembly.
-    rejected: BTreeMap<&'static str, usize>,
+    rejected: BTreeMap<&'static str, Vec<Rejection>>,
     /// How many targets before the share was taken.
     considered: usize,
 }
@@ -120,8 +120,13 @@ impl Sources {
 
     /// Source `source` now offers `candidates` (all of them: what it offered before is
     /// replaced). Returns those left out and why, for the source to report on its objects.
+    /// An offer equal to the source's last one changes nothing and re-plans nothing (a watch
+    /// reporting an object's status, say).
     pub fn offer(&self, source: &'static str, candidates: Vec<RawTarget>) -> Vec<Rejection> {
         let mut inner = self.lock();
+        if inner.offered.get(source) == Some(&candidates) {
+            return inner.rejected.get(source).cloned().unwrap_or_default();
+        }
         inner.offered.insert(source, candidates);
         let (set, mut rejected) = build(&mut inner, self.shard);
         self.tx.send_replace(set);
@@ -154,7 +159,7 @@ impl Sources {
         }
         for (source, offered) in &inner.offered {
             r.set_labeled(&SOURCE_TARGETS, &[("source", source)], offered.len() as f64);
-            let rejected = inner.rejected.get(source).copied().unwrap_or(0);
+            let rejected = inner.rejected.get(source).map_or(0, Vec::len);
             r.set_labeled(&SOURCE_REJECTED, &[("source", source)], rejected as f64);
         }
         r
@@ -211,7 +216,7 @@ fn build(
             }
         }
     };
-    inner.rejected = rejected.iter().map(|(s, r)| (*s, r.len())).collect();
+    inner.rejected = rejected.clone();
     inner.considered = full.len();
     let share = match shard {
         Some(s) if s.count > 1 => Arc::new(s.share(&full)),
@@ -287,6 +292,24 @@ mod tests {
             "  - {name: db2, module: tcp, target: '127.0.0.1:5'}\n",
         ));
         assert_eq!(names(&rx.borrow()), ["db2", "app", "db"]);
+        // The same offer again re-plans nothing: no new set is sent.
+        let mut rx2 = rx.clone();
+        rx2.mark_unchanged();
+        let again = sources.offer(
+            "kubernetes",
+            vec![
+                raw("app", &["db"]),
+                {
+                    let mut bad = raw("wiki", &[]);
+                    bad.module = "nope".into();
+                    bad
+                },
+                raw("db", &[]),
+                raw("x", &["ghost"]),
+            ],
+        );
+        assert!(!rx2.has_changed().unwrap(), "an equal offer sent a new set");
+        assert_eq!(again.len(), 2, "{again:?}");
         // A source that offers nothing leaves the file's targets alone.
         sources.offer("kubernetes", Vec::new());
         assert_eq!(names(&rx.borrow()), ["db2"]);
