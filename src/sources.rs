@@ -87,19 +87,9 @@ impl Sources {
         )
     }
 
-    /// The set the scheduler follows now.
-    pub fn current(&self) -> Arc<TargetSet> {
-        self.tx.borrow().clone()
-    }
-
     /// The config of the moment, and every one a reload brings.
     pub fn configs(&self) -> watch::Receiver<Arc<Config>> {
         self.config_tx.subscribe()
-    }
-
-    /// This replica's shard, if sharded.
-    pub fn shard(&self) -> Option<Shard> {
-        self.shard
     }
 
     /// A reload: the file's targets, modules and defaults are `config`'s from now on.
