@@ -263,10 +263,13 @@ pub async fn handle(
     let debug = params.get("debug").map(String::as_str) == Some("true");
     // `cache:`: a result young enough answers instead of a new probe (never for debug=true,
     // which asks for a probe's log).
-    let cache_key = (module_name.clone(), target.clone(), hostname.clone());
-    if let Some(max_age) = module.cache.filter(|_| !debug) {
+    // The key is only made for such modules: the other requests copy nothing for it.
+    let cache_key = module
+        .cache
+        .map(|_| (module_name.clone(), target.clone(), hostname.clone()));
+    if let (Some(max_age), Some(key)) = (module.cache.filter(|_| !debug), &cache_key) {
         use std::sync::atomic::Ordering::Relaxed;
-        if let Some(kept) = state.probe_cache.get(&cache_key, &module, max_age) {
+        if let Some(kept) = state.probe_cache.get(key, &module, max_age) {
             state.probe_cache.hits.fetch_add(1, Relaxed);
             let format = Format::negotiate(
                 headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
@@ -346,12 +349,10 @@ pub async fn handle(
             headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
             state.openmetrics,
         );
-        let body = match module.cache {
+        let body = match cache_key {
             None => metrics::encode(format, &[(&[], &result.report)]),
-            Some(_) => {
-                state
-                    .probe_cache
-                    .put(cache_key, module.clone(), result.clone());
+            Some(key) => {
+                state.probe_cache.put(key, module.clone(), result.clone());
                 metrics::encode(format, &[(&[], &result.report), (&[], &cached_flag(false))])
             }
         };
