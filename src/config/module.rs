@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::probe::{self, ProbeSpec, prober_list};
-use crate::values::{ConfigDuration, FieldError};
+use crate::values::{ConfigDuration, FieldError, format_duration};
 
 /// Generates `RawModule` (one optional section per prober; fields rather than a flattened map,
 /// since serde's `flatten` and `deny_unknown_fields` do not combine) and `build_spec`.
@@ -83,6 +83,21 @@ pub struct Module {
 pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, FieldError> {
     let spec = build_spec(&raw, base)?;
     let timeout = raw.timeout.map(|d| d.0).filter(|d| !d.is_zero());
+    if let (ProbeSpec::Icmp(icmp), Some(timeout)) = (&spec, timeout)
+        && let Some(echoes) = icmp.echoes
+        && echoes.sending_time() >= timeout
+    {
+        return Err(FieldError::new(
+            "icmp.interval",
+            format!(
+                "{} echoes {} apart take {} to send, which does not fit in the module's timeout of {}",
+                echoes.count,
+                format_duration(echoes.interval),
+                format_duration(echoes.sending_time()),
+                format_duration(timeout)
+            ),
+        ));
+    }
     let cache = raw.cache.map(|d| d.0).filter(|d| !d.is_zero());
     Ok(Module {
         name: name.to_owned(),

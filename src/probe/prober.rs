@@ -96,6 +96,8 @@ pub enum Reason {
     DnsRcode,
     /// The DNS answer failed a `validate_*_rrs` check.
     DnsValidation,
+    /// More ICMP echoes went unanswered than `max_loss_ratio` allows.
+    PacketLoss,
     /// Another configured expectation failed.
     Assertion,
     /// The module uses something lookout does not implement.
@@ -106,7 +108,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for documentation and tests.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::InvalidTarget,
         Reason::Resolve,
         Reason::ConnectRefused,
@@ -127,6 +129,7 @@ impl Reason {
         Reason::Ssl,
         Reason::DnsRcode,
         Reason::DnsValidation,
+        Reason::PacketLoss,
         Reason::Assertion,
         Reason::Unsupported,
         Reason::Internal,
@@ -155,6 +158,7 @@ impl Reason {
             Reason::Ssl => "ssl",
             Reason::DnsRcode => "dns_rcode",
             Reason::DnsValidation => "dns_validation",
+            Reason::PacketLoss => "packet_loss",
             Reason::Assertion => "assertion",
             Reason::Unsupported => "unsupported",
             Reason::Internal => "internal",

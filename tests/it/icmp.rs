@@ -82,7 +82,64 @@ modules:
     timeout: 1s
     icmp:
       preferred_ip_protocol: ip6
+  five:
+    prober: icmp
+    timeout: 5s
+    icmp:
+      preferred_ip_protocol: ip4
+      count: 5
+      interval: 10ms
+  six_any:
+    prober: icmp
+    timeout: 2s
+    icmp:
+      preferred_ip_protocol: ip4
+      count: 6
+      interval: 20ms
+  six_loss_half:
+    prober: icmp
+    timeout: 2s
+    icmp:
+      preferred_ip_protocol: ip4
+      count: 6
+      interval: 20ms
+      max_loss_ratio: 0.5
+  six_loss_tenth:
+    prober: icmp
+    timeout: 2s
+    icmp:
+      preferred_ip_protocol: ip4
+      count: 6
+      interval: 20ms
+      max_loss_ratio: 0.1
 "#;
+
+/// The families a probe with `count:` adds.
+const ECHO_FAMILIES: [&str; 7] = [
+    "probe_icmp_packets_sent",
+    "probe_icmp_packets_received",
+    "probe_icmp_packet_loss_ratio",
+    "probe_icmp_rtt_min_seconds",
+    "probe_icmp_rtt_avg_seconds",
+    "probe_icmp_rtt_max_seconds",
+    "probe_icmp_rtt_stddev_seconds",
+];
+
+/// Checks the RTT statistics of a probe with replies: ordered, and the rtt phase is the mean.
+fn assert_rtt_stats(s: &Samples) {
+    let min = s.get("probe_icmp_rtt_min_seconds").expect("min");
+    let avg = s.get("probe_icmp_rtt_avg_seconds").expect("avg");
+    let max = s.get("probe_icmp_rtt_max_seconds").expect("max");
+    let stddev = s.get("probe_icmp_rtt_stddev_seconds").expect("stddev");
+    assert!(0.0 < min && min <= avg && avg <= max, "{}", s.text);
+    assert!(stddev >= 0.0 && stddev <= max - min, "{}", s.text);
+    assert_eq!(
+        s.get_with("probe_icmp_duration_seconds", &[("phase", "rtt")]),
+        Some(avg),
+        "{}",
+        s.text
+    );
+}
 
 const PHASES: [&str; 3] = ["resolve", "setup", "rtt"];
 
@@ -287,6 +344,40 @@ async fn icmp_concurrent_probes_each_get_their_own_reply() {
 }
 
 // ---- Inside network namespaces made by the tests ----
+
+#[tokio::test]
+async fn icmp_count_sends_several_echoes_and_reports_loss_and_rtt_statistics() {
+    if !icmp_allowed(false) {
+        eprintln!("SKIP: no ICMP socket may be opened here (ping_group_range, CAP_NET_RAW)");
+        return;
+    }
+    let lk = Lookout::start(MODULES).await;
+    let s = lk.probe("five", "127.0.0.1").await;
+    assert_eq!(s.get("probe_success"), Some(1.0), "{}", s.text);
+    assert_eq!(s.get("probe_icmp_packets_sent"), Some(5.0), "{}", s.text);
+    assert_eq!(
+        s.get("probe_icmp_packets_received"),
+        Some(5.0),
+        "{}",
+        s.text
+    );
+    assert_eq!(
+        s.get("probe_icmp_packet_loss_ratio"),
+        Some(0.0),
+        "{}",
+        s.text
+    );
+    assert_rtt_stats(&s);
+    assert_eq!(
+        s.get("probe_icmp_reply_hop_limit"),
+        Some(loopback_reply_hop_limit(false))
+    );
+    // Without `count:` a module answers as blackbox does: none of the new families.
+    let s = lk.probe("icmp4", "127.0.0.1").await;
+    for family in ECHO_FAMILIES {
+        assert!(s.series(family).is_empty(), "{family}: {}", s.text);
+    }
+}
 
 /// A network namespace that exists until dropped, with `lo` up.
 struct Netns {
@@ -499,5 +590,78 @@ fn icmp_without_permission_names_the_sysctl_and_cap_net_raw() {
         let debug = lk.debug("icmp4", "127.0.0.1").await;
         assert!(debug.contains("net.ipv4.ping_group_range"), "{debug}");
         assert!(debug.contains("CAP_NET_RAW"), "{debug}");
+    });
+}
+
+#[test]
+fn icmp_count_measures_loss_and_max_loss_ratio_decides_success() {
+    let Some(ns) = netns_or_skip("packet loss", &[]) else {
+        return;
+    };
+    // Every second echo reply is dropped on its way in: 3 of each 6 come back. The rule's
+    // counter is the namespace's own, and nothing else in it sends echo replies.
+    ns.exec_sh(
+        "iptables -A INPUT -p icmp --icmp-type echo-reply \
+         -m statistic --mode nth --every 2 --packet 0 -j DROP",
+    )
+    .expect("iptables in the test's namespace (scripts/test installs the iptables package)");
+    ns.run(false, move || async move {
+        let lk = Lookout::start(MODULES).await;
+        for (module, success) in [
+            ("six_any", 1.0),
+            ("six_loss_half", 1.0),
+            ("six_loss_tenth", 0.0),
+        ] {
+            let s = lk.probe(module, "127.0.0.1").await;
+            assert_eq!(
+                s.get("probe_success"),
+                Some(success),
+                "{module}: {}",
+                s.text
+            );
+            assert_eq!(s.get("probe_icmp_packets_sent"), Some(6.0), "{module}");
+            assert_eq!(s.get("probe_icmp_packets_received"), Some(3.0), "{module}");
+            assert_eq!(s.get("probe_icmp_packet_loss_ratio"), Some(0.5), "{module}");
+            assert_rtt_stats(&s);
+        }
+        let debug = lk.debug("six_loss_tenth", "127.0.0.1").await;
+        assert!(
+            debug.contains("3 of 6 echo requests to 127.0.0.1 answered"),
+            "{debug}"
+        );
+    });
+}
+
+#[test]
+fn icmp_count_without_any_reply_fails_with_what_was_sent() {
+    let Some(ns) = netns_or_skip(
+        "no reply to echoes",
+        &[("net/ipv4/icmp_echo_ignore_all", "1")],
+    ) else {
+        return;
+    };
+    ns.run(false, move || async move {
+        let lk = Lookout::start(MODULES).await;
+        let s = lk.probe("six_any", "127.0.0.1").await;
+        assert_eq!(s.get("probe_success"), Some(0.0), "{}", s.text);
+        assert_eq!(s.get("probe_icmp_packets_sent"), Some(6.0), "{}", s.text);
+        assert_eq!(
+            s.get("probe_icmp_packets_received"),
+            Some(0.0),
+            "{}",
+            s.text
+        );
+        assert_eq!(
+            s.get("probe_icmp_packet_loss_ratio"),
+            Some(1.0),
+            "{}",
+            s.text
+        );
+        assert_eq!(s.get("probe_icmp_rtt_avg_seconds"), None, "{}", s.text);
+        let debug = lk.debug("six_any", "127.0.0.1").await;
+        assert!(
+            debug.contains("no echo reply from 127.0.0.1 to any of 6 requests"),
+            "{debug}"
+        );
     });
 }

@@ -40,8 +40,11 @@ pub struct Echo {
     pub id: u16,
     /// Whether a reply's identifier must equal `id` (raw sockets see every process's replies).
     pub match_id: bool,
-    /// The sequence number.
+    /// The sequence number of the first request; a probe sending several echoes numbers them
+    /// `seq`, `seq + 1`, … (wrapping), and `count` says how many.
     pub seq: u16,
+    /// How many requests the probe sends (1 unless the module sets `count`).
+    pub count: u16,
     /// The payload the reply must echo back.
     pub payload: Vec<u8>,
 }
@@ -53,6 +56,11 @@ impl Echo {
     /// the ICMPv6 checksum covers a pseudo-header only the kernel knows, and Linux always fills
     /// it in for ICMPv6 sockets, so it is left zero.
     pub fn request(&self) -> Vec<u8> {
+        self.request_numbered(0)
+    }
+
+    /// The `index`th echo request (sequence number `seq + index`).
+    pub fn request_numbered(&self, index: u16) -> Vec<u8> {
         let kind = match self.peer {
             IpAddr::V4(_) => ICMPV4_ECHO_REQUEST,
             IpAddr::V6(_) => ICMPV6_ECHO_REQUEST,
@@ -60,7 +68,7 @@ impl Echo {
         let mut msg = Vec::with_capacity(ECHO_HEADER_LEN + self.payload.len());
         msg.extend_from_slice(&[kind, 0, 0, 0]);
         msg.extend_from_slice(&self.id.to_be_bytes());
-        msg.extend_from_slice(&self.seq.to_be_bytes());
+        msg.extend_from_slice(&self.seq.wrapping_add(index).to_be_bytes());
         msg.extend_from_slice(&self.payload);
         if self.peer.is_ipv4() {
             let sum = checksum(&msg);
@@ -75,21 +83,32 @@ impl Echo {
     }
 
     /// Whether `msg` (an ICMP message without IP header) received from `from` is the reply to
-    /// this request: an echo reply from the peer with our sequence number, our identifier (when
-    /// compared) and our payload. Anything else — other probes' replies, our own request seen
-    /// on loopback, errors, truncated or garbage bytes — is not.
+    /// this probe's first request.
+    #[cfg(test)]
     pub fn is_reply(&self, from: IpAddr, msg: &[u8]) -> bool {
+        self.reply_index(from, msg) == Some(0)
+    }
+
+    /// Which of this probe's requests `msg` (an ICMP message without IP header) received from
+    /// `from` answers: an echo reply from the peer with one of our sequence numbers, our
+    /// identifier (when compared) and our payload. Anything else (other probes' replies, our own
+    /// request seen on loopback, errors, truncated or garbage bytes) is `None`.
+    pub fn reply_index(&self, from: IpAddr, msg: &[u8]) -> Option<u16> {
         let reply = match self.peer {
             IpAddr::V4(_) => ICMPV4_ECHO_REPLY,
             IpAddr::V6(_) => ICMPV6_ECHO_REPLY,
         };
-        from == self.peer
+        let matches = from == self.peer
             && msg.len() == self.reply_len()
             && msg[0] == reply
             && msg[1] == 0
             && (!self.match_id || msg[4..6] == self.id.to_be_bytes())
-            && msg[6..8] == self.seq.to_be_bytes()
-            && msg[ECHO_HEADER_LEN..] == self.payload[..]
+            && msg[ECHO_HEADER_LEN..] == self.payload[..];
+        if !matches {
+            return None;
+        }
+        let index = u16::from_be_bytes([msg[6], msg[7]]).wrapping_sub(self.seq);
+        (index < self.count.max(1)).then_some(index)
     }
 }
 
@@ -130,6 +149,7 @@ mod tests {
             id: 0x1234,
             match_id,
             seq: 0xabcd,
+            count: 1,
             payload: payload(0),
         }
     }
@@ -207,6 +227,28 @@ mod tests {
         let mut m = reply_to(&e);
         m[4..6].copy_from_slice(&[0x55, 0x66]);
         assert!(e.is_reply(e.peer, &m));
+    }
+
+    #[test]
+    fn several_requests_are_told_apart_by_their_index() {
+        let mut e = echo("127.0.0.1", true);
+        e.seq = 0xfffe;
+        e.count = 3;
+        for index in 0..3u16 {
+            let mut reply = e.request_numbered(index);
+            reply[0] = 0;
+            // The sequence number wraps: 0xfffe, 0xffff, 0x0000.
+            assert_eq!(reply[6..8], 0xfffeu16.wrapping_add(index).to_be_bytes());
+            assert_eq!(e.reply_index(e.peer, &reply), Some(index));
+        }
+        // The request after the last one is not ours.
+        let mut past = e.request_numbered(3);
+        past[0] = 0;
+        assert_eq!(e.reply_index(e.peer, &past), None);
+        // Nor is the one before the first.
+        let mut before = e.request_numbered(u16::MAX);
+        before[0] = 0;
+        assert_eq!(e.reply_index(e.peer, &before), None);
     }
 
     #[test]
