@@ -69,6 +69,24 @@ pub struct Cli {
     #[arg(long = "history.limit", default_value_t = 100, value_name = "N")]
     pub history_limit: usize,
 
+    /// lookout: how many failures of each target the web page and /logs keep, beside the
+    /// --history.limit ring (0 keeps none).
+    #[arg(
+        long = "history.failures-per-target",
+        default_value_t = 10,
+        value_name = "N"
+    )]
+    pub history_failures_per_target: usize,
+
+    /// lookout: for how many targets failures are kept, for /probe and scheduled targets each;
+    /// past it the target whose newest failure is the oldest is forgotten.
+    #[arg(
+        long = "history.failed-targets",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub history_failed_targets: usize,
+
     /// The directory of the history store (created if missing). Without the flag, ./data when
     /// the config schedules targets, and no store when it has none (a blackbox_exporter config
     /// never makes lookout write to disk); an empty value turns the store off.

@@ -155,7 +155,13 @@ impl App {
         }
         let resolver = resolver.unwrap_or_else(Resolver::system);
         let results = Arc::new(ResultBus::default());
-        let recent = Arc::new(Recent::new(cli.history_limit));
+        let recent = Arc::new(Recent::new(
+            cli.history_limit,
+            server::recent::FailureLimits {
+                per_target: cli.history_failures_per_target,
+                targets: cli.history_failed_targets,
+            },
+        ));
         results.attach(metrics.clone());
         results.attach(recent.clone());
         let state = Arc::new(State {

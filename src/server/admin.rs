@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::State as AppState;
-use super::recent::Entry;
+use super::recent::{Entry, TargetFailures};
 use crate::metrics::{self, Format};
 
 /// `GET /metrics`: lookout's own metrics and every scheduled target's latest result.
@@ -220,6 +220,18 @@ pub async fn logs(
         .get("module")
         .map(String::as_str)
         .filter(|m| !m.is_empty());
+    let failures = q
+        .get("failures")
+        .is_some_and(|f| matches!(f.as_str(), "true" | "1"));
+    if failures {
+        let Some(t) = target else {
+            return go_error(
+                StatusCode::BAD_REQUEST,
+                "Probe failures filter only works in conjunction with target parameter",
+            );
+        };
+        return failures_of(&state, t, module);
+    }
     let entry = match (id, target) {
         (Some(_), Some(_)) => {
             return go_error(
@@ -255,6 +267,34 @@ pub async fn logs(
         .into_response()
 }
 
+/// `GET /logs?target=T[&module=M]&failures=true` (lookout): every kept failure of a target,
+/// newest first, each with its time and debug text.
+fn failures_of(state: &AppState, target: &str, module: Option<&str>) -> Response {
+    let entries = state.recent.failures_of(target, module);
+    if entries.is_empty() {
+        return go_error(StatusCode::NOT_FOUND, "Probe target has no kept failures");
+    }
+    let mut out = String::new();
+    for e in &entries {
+        let r = &e.result;
+        let (kind, message) = r
+            .failure
+            .as_ref()
+            .map_or(("", ""), |f| (f.kind.as_str(), f.message.as_str()));
+        let _ = writeln!(
+            out,
+            "=== Failure at {} (id {}): module {}, target {}: {kind}: {message}",
+            crate::alerts::rfc3339(r.finished),
+            e.id,
+            r.module.name,
+            r.target()
+        );
+        out.push_str(&super::probe::debug_output(r));
+        out.push('\n');
+    }
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response()
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -281,6 +321,14 @@ pub async fn index(State(state): State<Arc<AppState>>) -> Html<String> {
     recent_table(&mut page, p, &state.recent.probes(), false);
     page.push_str("<h2>Recent scheduled probes</h2>");
     recent_table(&mut page, p, &state.recent.scheduled(), true);
+    page.push_str("<h2>Recent failures by target</h2>");
+    failures_table(&mut page, p, &state.recent.probe_failures(), "/probe");
+    failures_table(
+        &mut page,
+        p,
+        &state.recent.scheduled_failures(),
+        "scheduled",
+    );
     page.push_str("</body></html>\n");
     Html(page)
 }
@@ -323,4 +371,47 @@ fn recent_table(page: &mut String, prefix: &str, entries: &[Entry], scheduled: b
         );
     }
     page.push_str("</table>");
+}
+
+/// Targets with kept failures: how many they had, the newest with its time and reason, and a
+/// link to all kept ones.
+fn failures_table(page: &mut String, prefix: &str, targets: &[TargetFailures], what: &str) {
+    let _ = write!(page, "<h3>{what}</h3>");
+    if targets.is_empty() {
+        page.push_str("<p>No failures.</p>");
+        return;
+    }
+    page.push_str(
+        "<table><tr><th>Target</th><th>Module</th><th>Failures</th><th>Last failure</th><th>Reason</th><th>Kept</th></tr>",
+    );
+    for f in targets {
+        let Some(newest) = f.newest() else { continue };
+        let r = &newest.result;
+        let name = r.scheduled.as_ref().map_or(r.target(), |t| t.name.as_str());
+        let reason = r
+            .failure
+            .as_ref()
+            .map(|f| format!("{}: {}", f.kind.as_str(), f.message))
+            .unwrap_or_default();
+        let link = format!(
+            "{prefix}/logs?target={}&amp;module={}&amp;failures=true",
+            query_escape(name),
+            query_escape(&r.module.name)
+        );
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"fail\">{}</td><td><a href=\"{link}\">{} kept</a></td></tr>",
+            escape(name),
+            escape(&r.module.name),
+            f.total,
+            crate::alerts::rfc3339(r.finished),
+            escape(&reason),
+            f.newest_first().count()
+        );
+    }
+    page.push_str("</table>");
+}
+
+fn query_escape(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

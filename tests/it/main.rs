@@ -19,6 +19,8 @@ mod dependencies;
 mod dns;
 /// The binary end to end: endpoints, bad requests, reload, --config.check.
 mod endpoints;
+/// Failures kept per target on `/` and `/logs?target=&failures=true`.
+mod failure_history;
 /// `probe_failure_info{reason}`: each failure's reason, on /probe with the flag and for scheduled targets.
 mod failure_info;
 /// blackbox 0.24–0.28's flags (external URL, probe log level, auto-reload).
