@@ -119,6 +119,8 @@ const FILES: &[(&str, Expect)] = &[
     ),
     ("invalid/probe_access_bad_entry.yml", same(Reject)),
     ("invalid/probe_access_without_default.yml", same(Reject)),
+    // icmp `count`/`interval` are lookout's extension; blackbox rejects the unknown fields.
+    ("invalid/icmp_echoes_over_timeout.yml", same(Reject)),
 ];
 
 /// `(name, config, expectation)`: configs written into a temp dir that also holds `token.txt`.
