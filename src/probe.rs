@@ -2,6 +2,7 @@
 //! that both `/probe` and the scheduler call.
 
 pub mod dns;
+pub mod every_address;
 pub mod expect;
 pub mod grpc;
 pub mod hosts;
@@ -194,6 +195,7 @@ pub async fn run(
     deadline: Instant,
     resolver: Resolver,
     dial_policy: &dyn net::DialPolicy,
+    every_address: Option<every_address::EveryAddress>,
 ) -> Outcome {
     // Every line the probe logs carries these, as blackbox's per-probe logger does.
     let scope = std::sync::Arc::from([
@@ -211,20 +213,40 @@ pub async fn run(
             report.declare(&PROBE_SUCCESS);
             report.declare(&PROBE_DURATION_SECONDS);
             let result = {
-                let mut cx = ProbeContext {
-                    deadline,
-                    resolver: &resolver,
-                    dial_policy,
-                    report: &mut report,
-                };
-                // Boxed: the future of the largest prober is several KiB, and unboxed it
-                // would make every caller's future (and the task holding it) that big, moved
-                // whole when spawned; boxed it is allocated once, when the probe starts.
                 #[cfg(test)]
                 if req.target == PANIC_TARGET {
                     panic!("a test asked this probe to panic");
                 }
-                tokio::time::timeout_at(deadline, Box::pin(spec.probe(&req, &mut cx))).await
+                let probe = async {
+                    match every_address {
+                        None => {
+                            let mut cx = ProbeContext {
+                                deadline,
+                                resolver: &resolver,
+                                dial_policy,
+                                report: &mut report,
+                                addressing: crate::probe::prober::Addressing::One,
+                            };
+                            spec.probe(&req, &mut cx).await
+                        }
+                        Some(every) => {
+                            every_address::probe(
+                                &spec,
+                                &req,
+                                deadline,
+                                &resolver,
+                                dial_policy,
+                                every,
+                                &mut report,
+                            )
+                            .await
+                        }
+                    }
+                };
+                // Boxed: the future of the largest prober is several KiB, and unboxed it
+                // would make every caller's future (and the task holding it) that big, moved
+                // whole when spawned; boxed it is allocated once, when the probe starts.
+                tokio::time::timeout_at(deadline, Box::pin(probe)).await
             };
             let failure = match result {
                 Ok(Ok(())) => None,

@@ -94,6 +94,8 @@ pub fn probe_runner(resolver: Resolver) -> Runner {
                 target: target.target.clone(),
                 hostname: None,
             };
+            // A module with `dns_server:` resolves with its own resolver.
+            let resolver = target.module.resolver.clone().unwrap_or(resolver);
             probe::run(
                 target.module.spec.clone(),
                 &target.module_name,
@@ -102,6 +104,7 @@ pub fn probe_runner(resolver: Resolver) -> Runner {
                 resolver,
                 // Scheduled targets come from the config file: trusted, not `probe_access`'s.
                 &crate::probe::net::AllowAll,
+                target.module.every_address,
             )
             .await
         })

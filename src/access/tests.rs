@@ -365,6 +365,7 @@ async fn dialled(
         resolver: &resolver,
         dial_policy: &recorder,
         report: &mut report,
+        addressing: crate::probe::prober::Addressing::One,
     };
     let req = ProbeRequest {
         target: target.to_owned(),

@@ -28,6 +28,13 @@ macro_rules! raw_module {
             /// lookout extension; without it every request probes, as in blackbox).
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub cache: Option<ConfigDuration>,
+            /// The DNS server that resolves this module's names instead of the system's (a
+            /// lookout extension).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub dns_server: Option<probe::resolve::DnsServerSection>,
+            /// Probe every address the target's name resolves to (a lookout extension).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub every_address: Option<probe::every_address::Section>,
             $(
                 #[doc = concat!($title, " settings.")]
                 #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +82,10 @@ pub struct Module {
     pub cache: Option<Duration>,
     /// The validated probe settings.
     pub spec: Arc<ProbeSpec>,
+    /// The resolver of `dns_server:`, built at load; `None`: the process's resolver.
+    pub resolver: Option<probe::resolve::Resolver>,
+    /// `every_address:`; `None`: one address, as blackbox.
+    pub every_address: Option<probe::every_address::EveryAddress>,
     /// The module as written, for `/config` and debug output (secrets print as `<secret>`).
     pub raw: RawModule,
 }
@@ -99,11 +110,27 @@ pub fn build(name: &str, raw: RawModule, base: &Path) -> Result<Module, FieldErr
         ));
     }
     let cache = raw.cache.map(|d| d.0).filter(|d| !d.is_zero());
+    let resolver = match &raw.dns_server {
+        Some(server) => Some(
+            probe::resolve::Resolver::for_module(server, base)
+                .map_err(|e| e.within("dns_server"))?,
+        ),
+        None => None,
+    };
+    let every_address = match &raw.every_address {
+        Some(section) => Some(
+            probe::every_address::EveryAddress::build(section, &spec)
+                .map_err(|e| e.within("every_address"))?,
+        ),
+        None => None,
+    };
     Ok(Module {
         name: name.to_owned(),
         timeout,
         cache,
         spec: Arc::new(spec),
+        resolver,
+        every_address,
         raw,
     })
 }

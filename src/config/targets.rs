@@ -325,6 +325,15 @@ pub fn validate_target(
         }
         user.insert(k, v);
     }
+    if module.every_address.is_some() && user.contains_key("address") {
+        return Err(FieldError::new(
+            "labels.address",
+            format!(
+                "label name \"address\" is taken by the probe_address_* series of module {:?} (every_address)",
+                raw.module
+            ),
+        ));
+    }
     let mut labels = vec![
         ("target".to_owned(), raw.name.clone()),
         ("instance".to_owned(), raw.target.clone()),

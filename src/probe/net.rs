@@ -15,9 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use crate::probe::prober::{FailureKind, ProbeContext, ProbeFailure, Reason};
+use crate::probe::prober::{Addressing, FailureKind, ProbeContext, ProbeFailure, Reason};
 use crate::probe::report::Report;
-use crate::probe::resolve::IpPreference;
+use crate::probe::resolve::{IpPreference, Resolver};
 use crate::probe::tls;
 use crate::values::FieldError;
 
@@ -154,7 +154,20 @@ pub async fn resolve(
     ip: IpPreference,
 ) -> Result<(IpAddr, Duration), ProbeFailure> {
     match address {
-        Address::Target(host) => cx.resolver.resolve(host, ip, cx.report).await,
+        Address::Target(host) => match &mut cx.addressing {
+            Addressing::One => cx.resolver.resolve(host, ip, cx.report).await,
+            Addressing::Pinned(addr, lookup) => {
+                Resolver::record_choice(cx.report, *addr, *lookup);
+                Ok((*addr, *lookup))
+            }
+            Addressing::Collect(slot) => {
+                **slot = Some(cx.resolver.resolve_every(host, ip).await?);
+                Err(ProbeFailure::new(
+                    FailureKind::Internal,
+                    "every address collected; probing each",
+                ))
+            }
+        },
         Address::Hop(host) => cx.resolver.lookup(host, ip).await,
         Address::Resolved(addr) => Ok((addr, Duration::ZERO)),
     }
@@ -621,6 +634,7 @@ mod tests {
             resolver: &resolver,
             dial_policy: policy,
             report: &mut report,
+            addressing: Addressing::One,
         };
         let req = ProbeRequest {
             target,

@@ -1,6 +1,8 @@
 //! The contract between `probe::run` and the protocol modules.
 
 use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -209,6 +211,12 @@ impl ProbeFailure {
         self
     }
 
+    /// The same failure with `context` before its message (`address 10.0.0.2: …`).
+    pub fn within(mut self, context: &str) -> ProbeFailure {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
     /// Its reason: the finer one, else its kind's.
     pub fn reason(&self) -> Reason {
         self.finer.unwrap_or(Reason::of_kind(self.kind))
@@ -242,6 +250,22 @@ pub struct ProbeContext<'a> {
     pub dial_policy: &'a dyn DialPolicy,
     /// Where measurements go as they are made.
     pub report: &'a mut Report,
+    /// How the target's own name becomes an address: blackbox's one, or `every_address`'s.
+    pub addressing: Addressing<'a>,
+}
+
+/// How `net::resolve` treats the target's own name (redirect hops, proxies and token
+/// endpoints always resolve as usual).
+#[derive(Debug)]
+pub enum Addressing<'a> {
+    /// One address, chosen as blackbox chooses it.
+    One,
+    /// `every_address`'s first pass: resolve every usable address into the slot and end the
+    /// probe there, before anything is dialled.
+    Collect(&'a mut Option<(Vec<IpAddr>, Duration)>),
+    /// `every_address`'s passes per address: the target's name stands for this address, found
+    /// by a lookup that took this long.
+    Pinned(IpAddr, Duration),
 }
 
 /// One protocol's probe behaviour; implemented by each protocol's validated `Spec`.

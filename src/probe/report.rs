@@ -170,6 +170,26 @@ impl Report {
         });
     }
 
+    /// Takes `other`'s samples and histograms, its values replacing this report's for the same
+    /// series (`every_address` builds one report from the deciding address's).
+    pub fn merge(&mut self, other: Report) {
+        for s in other.samples {
+            let same = self
+                .samples
+                .iter_mut()
+                .find(|m| std::ptr::eq(m.family, s.family) && m.labels == s.labels);
+            match same {
+                Some(m) => m.value = s.value,
+                None => self.samples.push(s),
+            }
+        }
+        for h in other.histograms {
+            self.histograms
+                .retain(|m| !std::ptr::eq(m.family, h.family));
+            self.histograms.push(h);
+        }
+    }
+
     /// Makes an unlabelled family present with the value 0 unless it already has a value; the
     /// families blackbox registers up front show 0 when a probe fails before measuring them.
     pub fn declare(&mut self, family: &'static Family) {

@@ -2,6 +2,7 @@
 //! fallback, lookup-time and address-hash metrics.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use tracing::debug;
 use crate::probe::hosts::HostsFile;
 use crate::probe::prober::{FailureKind, ProbeFailure};
 use crate::probe::report::{Family, Report};
+use crate::probe::tls;
+use crate::values::FieldError;
 
 /// `probe_dns_lookup_time_seconds`.
 pub static PROBE_DNS_LOOKUP_TIME_SECONDS: Family = Family::gauge(
@@ -96,7 +99,7 @@ impl std::fmt::Debug for Resolver {
 }
 
 /// Where a resolver sends its queries.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Servers {
     /// `/etc/resolv.conf`.
     System,
@@ -104,9 +107,12 @@ enum Servers {
     None,
     /// One server, over UDP and TCP.
     One(SocketAddr),
+    /// A module's `dns_server`: one server over the transport it names, with the TLS
+    /// configuration of DNS over TLS and HTTPS.
+    Module(Box<(NameServerConfig, Option<rustls::ClientConfig>)>),
 }
 
-fn build(strategy: LookupIpStrategy, servers: Servers) -> Option<TokioResolver> {
+fn build(strategy: LookupIpStrategy, servers: &Servers) -> Option<TokioResolver> {
     let config = |name_servers| {
         TokioResolver::builder_with_config(
             ResolverConfig::from_parts(None, vec![], name_servers),
@@ -132,6 +138,14 @@ fn build(strategy: LookupIpStrategy, servers: Servers) -> Option<TokioResolver> 
                 ],
             )])
         }
+        (Servers::Module(server), _) => {
+            let (server, tls) = &**server;
+            let b = config(vec![server.clone()]);
+            match tls {
+                Some(tls) => b.with_tls_config(tls.clone()),
+                None => b,
+            }
+        }
     };
     let opts = builder.options_mut();
     opts.ip_strategy = strategy;
@@ -145,6 +159,67 @@ fn build(strategy: LookupIpStrategy, servers: Servers) -> Option<TokioResolver> 
             None
         }
     }
+}
+
+/// How a module's `dns_server` is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsTransport {
+    /// UDP, retried over TCP when the answer is truncated (port 53).
+    #[default]
+    Udp,
+    /// TCP only (port 53).
+    Tcp,
+    /// DNS over TLS, RFC 7858 (port 853).
+    Tls,
+    /// DNS over HTTPS, RFC 8484, over HTTP/2 (port 443).
+    Https,
+}
+
+impl DnsTransport {
+    fn default_port(self) -> u16 {
+        match self {
+            DnsTransport::Udp | DnsTransport::Tcp => 53,
+            DnsTransport::Tls => 853,
+            DnsTransport::Https => 443,
+        }
+    }
+}
+
+/// A module's `dns_server:` as written (a lookout extension): the server that resolves the
+/// names of that module's targets, proxies and redirects instead of `/etc/resolv.conf`'s.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsServerSection {
+    /// `IP` or `IP:port` (`[IPv6]:port`); the port defaults by transport.
+    #[serde(default)]
+    pub address: String,
+    /// `udp` (the default), `tcp`, `tls` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<DnsTransport>,
+    /// `tls`/`https`: the name the server's certificate must carry (the address by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// `https`: the query path (`/dns-query` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `tls`/`https`: the CA and client certificate, as a prober's `tls_config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_config: Option<tls::Section>,
+}
+
+/// `IP`, `IP:port` or `[IPv6]:port`.
+fn server_address(s: &str, default_port: u16) -> Option<SocketAddr> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let bare = s
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(s);
+    bare.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, default_port))
 }
 
 /// FNV-1a (32 bit) over the address bytes (4 for IPv4, 16 for IPv6): blackbox's `ipHash`, so the
@@ -163,6 +238,17 @@ pub fn ip_hash(ip: IpAddr) -> f64 {
         h = h.wrapping_mul(0x01000193);
     }
     f64::from(h)
+}
+
+/// `probe_ip_protocol` and `probe_ip_addr_hash` of the address chosen.
+fn record_address(report: &mut Report, ip: IpAddr) {
+    let proto = if protocol_of(ip) == IpProtocol::Ip4 {
+        4.0
+    } else {
+        6.0
+    };
+    report.set(&PROBE_IP_PROTOCOL, proto);
+    report.set(&PROBE_IP_ADDR_HASH, ip_hash(ip));
 }
 
 fn protocol_of(ip: IpAddr) -> IpProtocol {
@@ -203,12 +289,102 @@ impl Resolver {
         Resolver::with(HostsFile::system(), Servers::One(server))
     }
 
+    /// The resolver of a module with `dns_server:`: the system's hosts file first, as Go's
+    /// resolver with a custom dialer reads it, then only that server. Errors name the field
+    /// within `dns_server`.
+    pub fn for_module(section: &DnsServerSection, base: &Path) -> Result<Resolver, FieldError> {
+        let transport = section.transport.unwrap_or_default();
+        if section.address.is_empty() {
+            return Err(FieldError::new(
+                "address",
+                "address must be set (IP or IP:port)",
+            ));
+        }
+        let addr = server_address(&section.address, transport.default_port()).ok_or_else(|| {
+            FieldError::new(
+                "address",
+                format!(
+                    "{:?} is not an IP address or IP:port (a name would need a resolver of its own)",
+                    section.address
+                ),
+            )
+        })?;
+        let encrypted = matches!(transport, DnsTransport::Tls | DnsTransport::Https);
+        for (set, field) in [
+            (section.server_name.is_some(), "server_name"),
+            (section.tls_config.is_some(), "tls_config"),
+        ] {
+            if set && !encrypted {
+                return Err(FieldError::new(
+                    field,
+                    format!("{field} applies only to transport tls or https"),
+                ));
+            }
+        }
+        if let Some(path) = &section.path {
+            if transport != DnsTransport::Https {
+                return Err(FieldError::new(
+                    "path",
+                    "path applies only to transport https",
+                ));
+            }
+            if !path.starts_with('/') {
+                return Err(FieldError::new(
+                    "path",
+                    format!("path {path:?} must start with /"),
+                ));
+            }
+        }
+        let name: Arc<str> = Arc::from(
+            section
+                .server_name
+                .clone()
+                .unwrap_or_else(|| addr.ip().to_string()),
+        );
+        if encrypted {
+            rustls_pki_types::ServerName::try_from(name.to_string()).map_err(|e| {
+                FieldError::new("server_name", format!("server_name {name:?}: {e}"))
+            })?;
+        }
+        let mut connection = match transport {
+            DnsTransport::Udp => ConnectionConfig::udp(),
+            DnsTransport::Tcp => ConnectionConfig::tcp(),
+            DnsTransport::Tls => ConnectionConfig::tls(name),
+            DnsTransport::Https => {
+                ConnectionConfig::https(name, section.path.as_deref().map(Arc::from))
+            }
+        };
+        connection.port = addr.port();
+        let mut connections = vec![connection];
+        if transport == DnsTransport::Udp {
+            // A truncated UDP answer is asked again over TCP, as every stub resolver does.
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            connections.push(tcp);
+        }
+        let tls = if encrypted {
+            let spec = tls::Spec::build(&section.tls_config.clone().unwrap_or_default(), base)
+                .map_err(|e| e.within("tls_config"))?;
+            if let Some(reason) = &spec.unsupported {
+                return Err(FieldError::new("tls_config", reason.clone()));
+            }
+            Some(spec.client_config())
+        } else {
+            None
+        };
+        let server = NameServerConfig::new(addr.ip(), true, connections);
+        Ok(Resolver::with(
+            HostsFile::system(),
+            Servers::Module(Box::new((server, tls))),
+        ))
+    }
+
     fn with(hosts: HostsFile, servers: Servers) -> Resolver {
         Resolver {
             hosts: Arc::new(hosts),
-            both: build(LookupIpStrategy::Ipv4AndIpv6, servers),
-            v4: build(LookupIpStrategy::Ipv4Only, servers),
-            v6: build(LookupIpStrategy::Ipv6Only, servers),
+            both: build(LookupIpStrategy::Ipv4AndIpv6, &servers),
+            v4: build(LookupIpStrategy::Ipv4Only, &servers),
+            v6: build(LookupIpStrategy::Ipv6Only, &servers),
         }
     }
 
@@ -251,12 +427,7 @@ impl Resolver {
             });
         match chosen {
             Some(ip) => {
-                let proto = protocol_of(ip);
-                report.set(
-                    &PROBE_IP_PROTOCOL,
-                    if proto == IpProtocol::Ip4 { 4.0 } else { 6.0 },
-                );
-                report.set(&PROBE_IP_ADDR_HASH, ip_hash(ip));
+                record_address(report, ip);
                 debug!(ip = %ip, "Resolved target address");
                 Ok((ip, elapsed))
             }
@@ -268,6 +439,48 @@ impl Resolver {
                 ),
             )),
         }
+    }
+
+    /// Records what `resolve` records, for an address `resolve_every` found in `lookup`: each
+    /// of `every_address`'s passes reports the one lookup made for all of them.
+    pub fn record_choice(report: &mut Report, ip: IpAddr, lookup: Duration) {
+        report.declare(&PROBE_IP_PROTOCOL);
+        report.declare(&PROBE_DNS_LOOKUP_TIME_SECONDS);
+        report.declare(&PROBE_IP_ADDR_HASH);
+        report.add(&PROBE_DNS_LOOKUP_TIME_SECONDS, &[], lookup.as_secs_f64());
+        record_address(report, ip);
+    }
+
+    /// Every address of `host` the preference allows, for `every_address`: with
+    /// `ip_protocol_fallback` (the default) those of both protocols, the preferred one's first;
+    /// without it the preferred protocol's only. Duplicates are dropped, the resolver's order is
+    /// kept otherwise. Records nothing; returns the lookup time with them.
+    pub async fn resolve_every(
+        &self,
+        host: &str,
+        pref: IpPreference,
+    ) -> Result<(Vec<IpAddr>, Duration), ProbeFailure> {
+        debug!(target_host = host, ip_protocol = ?pref.preferred, "Resolving every target address");
+        let start = Instant::now();
+        let mut ips = self.lookup_all(host, pref).await.map_err(|e| {
+            ProbeFailure::new(FailureKind::Resolve, format!("resolving {host}: {e}"))
+        })?;
+        let elapsed = start.elapsed();
+        let mut seen = std::collections::HashSet::new();
+        ips.retain(|ip| seen.insert(*ip));
+        ips.retain(|ip| pref.fallback || protocol_of(*ip) == pref.preferred);
+        // Stable: the preferred protocol's addresses first, each protocol in the resolver's order.
+        ips.sort_by_key(|ip| protocol_of(*ip) != pref.preferred);
+        if ips.is_empty() {
+            return Err(ProbeFailure::new(
+                FailureKind::Resolve,
+                format!(
+                    "resolving {host}: no {:?} address and ip_protocol_fallback is off",
+                    pref.preferred
+                ),
+            ));
+        }
+        Ok((ips, elapsed))
     }
 
     /// Resolves `host` with the same preference rules but records nothing: for redirect hops and

@@ -377,6 +377,13 @@ impl Spec {
         })
     }
 
+    /// The rustls configuration itself, for a client that runs its own handshakes (a module's
+    /// DNS-over-TLS or -HTTPS resolver): the same roots, client certificate, versions and
+    /// verifier, no session resumption.
+    pub fn client_config(&self) -> ClientConfig {
+        (*self.base).clone()
+    }
+
     /// This configuration verifying the certificate chain but not the server name (libpq's
     /// `sslmode=verify-ca`); the name is still sent as SNI.
     pub fn without_name_check(&self) -> Spec {

@@ -294,8 +294,12 @@ pub async fn handle(
         &module_name,
         req,
         deadline,
-        state.resolver.clone(),
+        module
+            .resolver
+            .clone()
+            .unwrap_or_else(|| state.resolver.clone()),
         &gate,
+        module.every_address,
     )
     .await;
     let mut outcome = outcome;

@@ -121,6 +121,9 @@ const FILES: &[(&str, Expect)] = &[
     ("invalid/probe_access_without_default.yml", same(Reject)),
     // icmp `count`/`interval` are lookout's extension; blackbox rejects the unknown fields.
     ("invalid/icmp_echoes_over_timeout.yml", same(Reject)),
+    // `dns_server` and `every_address` are lookout's extensions; blackbox rejects the fields.
+    ("invalid/dns_server_not_an_ip.yml", same(Reject)),
+    ("invalid/every_address_on_unix.yml", same(Reject)),
 ];
 
 /// `(name, config, expectation)`: configs written into a temp dir that also holds `token.txt`.

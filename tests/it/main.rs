@@ -52,6 +52,8 @@ mod postgres;
 mod redis;
 /// One test per fixed bug, named after its issue.
 mod regression;
+/// Name resolution per module: `dns_server` over UDP/TCP/DoT/DoH, `every_address`.
+mod resolution;
 /// The scheduler: planned times, concurrency, overruns, reloads, shutdown.
 mod schedule;
 /// `--shard.index` / `--shard.count`: replicas splitting the scheduled targets.

@@ -123,6 +123,8 @@ impl TokenSource {
             resolver: cx.resolver,
             dial_policy: cx.dial_policy,
             report: &mut scratch,
+            // The token endpoint is not the target: one address, whatever the module's mode.
+            addressing: crate::probe::prober::Addressing::One,
         };
         let (status, body) = super::client::fetch(&self.spec, &self.url, &mut tcx)
             .await

@@ -1,7 +1,7 @@
 //! DNS targets for the DNS prober tests.
 //!
 //! - [`start`]: a real authoritative hickory-server for [`ZONE`] on loopback, over UDP and TCP
-//!   and, given a certificate, DNS over TLS.
+//!   and, given a certificate, DNS over TLS and DNS over HTTPS (HTTP/2, `/dns-query`).
 //! - [`udp_responder`]: a bare UDP socket that answers each query with whatever a closure
 //!   returns (a given rcode, garbage, or nothing), for the cases a correct server never produces.
 
@@ -88,19 +88,22 @@ pub struct DnsServer {
     pub tcp: SocketAddr,
     /// Its DNS-over-TLS address, when started with a certificate.
     pub tls: Option<SocketAddr>,
+    /// Its DNS-over-HTTPS address (path `/dns-query`), when started with a certificate.
+    pub https: Option<SocketAddr>,
     /// Keeps the server's tasks alive.
     _server: Server<Catalog>,
 }
 
-fn tls_config(leaf: &Leaf) -> Arc<ServerConfig> {
+fn tls_config(leaf: &Leaf, alpn: &[&[u8]]) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let (chain, key) = leaf.rustls_identity();
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 
@@ -136,25 +139,37 @@ pub async fn start_with(leaf: Option<&Leaf>, extra: &[(&str, Ipv4Addr)]) -> DnsS
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tcp_addr = tcp.local_addr().unwrap();
     server.register_listener(tcp, Duration::from_secs(5), 16);
-    let tls = match leaf {
+    let (tls, https) = match leaf {
         Some(leaf) => {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
+            let tls = listener.local_addr().unwrap();
             server
                 .register_tls_listener_with_tls_config(
                     listener,
                     Duration::from_secs(5),
-                    tls_config(leaf),
+                    tls_config(leaf, &[]),
                 )
                 .unwrap();
-            Some(addr)
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let https = listener.local_addr().unwrap();
+            server
+                .register_https_listener_with_tls_config(
+                    listener,
+                    Duration::from_secs(5),
+                    tls_config(leaf, &[b"h2"]),
+                    None,
+                    "/dns-query".to_owned(),
+                )
+                .unwrap();
+            (Some(tls), Some(https))
         }
-        None => None,
+        None => (None, None),
     };
     DnsServer {
         udp: udp_addr,
         tcp: tcp_addr,
         tls,
+        https,
         _server: server,
     }
 }
