@@ -142,6 +142,20 @@ pub struct Cli {
     /// graph goes whole to one of them).
     #[arg(long = "shard.count", value_name = "N")]
     pub shard_count: Option<u32>,
+
+    /// Every replica's address (http://host:port), in ordinal order and this one included:
+    /// each replica asks the others' /-/healthy and probes its part of the share of one that
+    /// stopped answering, until it answers again. Comma-separated or repeated.
+    #[arg(long = "shard.peers", value_name = "URL", value_delimiter = ',')]
+    pub shard_peers: Vec<String>,
+
+    /// How often each peer of --shard.peers is asked.
+    #[arg(long = "shard.peer-interval", default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    pub shard_peer_interval: std::time::Duration,
+
+    /// How many checks in a row a peer must miss to be taken for down.
+    #[arg(long = "shard.peer-failures", default_value_t = 3, value_name = "N")]
+    pub shard_peer_failures: u32,
 }
 
 /// What lookout can do besides serving.

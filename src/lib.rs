@@ -27,6 +27,7 @@ pub mod kubernetes;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod peers;
 pub mod probe;
 pub mod reload;
 pub mod results;
@@ -144,6 +145,13 @@ impl App {
             }
         };
         let shard = shard::Shard::from_flags(cli.shard_index.as_deref(), cli.shard_count)?;
+        let peer_watch = peers::Watch::from_flags(
+            &cli.shard_peers,
+            shard,
+            cli.shard_peer_interval,
+            cli.shard_peer_failures,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
         let (sources, config_rx) = sources::Sources::new(config.clone(), shard);
         if let Some(s) = shard {
             tracing::info!(
@@ -259,6 +267,15 @@ impl App {
                 stop.clone(),
             ))
         });
+        // --shard.peers: the others' health decides this replica's part of a down one's share.
+        if let Some(watch) = peer_watch {
+            tokio::spawn(peers::run(
+                watch,
+                state.sources.clone(),
+                state.resolver.clone(),
+                stop.clone(),
+            ));
+        }
         let scheduler = tokio::spawn(state.scheduler.clone().run(
             config_rx,
             schedule::probe_runner(resolver),

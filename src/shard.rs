@@ -5,6 +5,8 @@
 //! owner from the key and N alone, with no coordination, and a change of N moves only the
 //! components whose highest-scoring replica changed (about 1/N of them).
 
+use std::collections::BTreeSet;
+
 use crate::config::TargetSet;
 
 /// This replica's place among its peers.
@@ -75,6 +77,16 @@ impl Shard {
             .unwrap_or(0)
     }
 
+    /// The owner of `key` among the replicas not in `down`: the highest-scoring live one, so
+    /// the components of a replica that went down move to their second choice and nothing
+    /// else moves (`--shard.peers`). `None` only when every replica is down.
+    pub fn owner_among(key: &str, count: u32, down: &BTreeSet<u32>) -> Option<u32> {
+        let base = fnv1a(key);
+        (0..count)
+            .filter(|r| !down.contains(r))
+            .max_by_key(|&r| (score(base, r), std::cmp::Reverse(r)))
+    }
+
     /// Whether this replica owns the component with key `key`.
     pub fn owns(&self, key: &str) -> bool {
         Shard::owner(key, self.count) == self.index
@@ -83,6 +95,18 @@ impl Shard {
     /// This replica's share of `set`.
     pub fn share(&self, set: &TargetSet) -> TargetSet {
         set.components_where(|key| self.owns(key))
+    }
+
+    /// This replica's share of `set` while the replicas in `down` are down: its own share plus
+    /// the components of the down replicas whose next choice it is. This replica is never
+    /// counted as down.
+    pub fn share_among(&self, set: &TargetSet, down: &BTreeSet<u32>) -> TargetSet {
+        if down.is_empty() {
+            return self.share(set);
+        }
+        let mut down = down.clone();
+        down.remove(&self.index);
+        set.components_where(|key| Shard::owner_among(key, self.count, &down) == Some(self.index))
     }
 }
 
@@ -155,6 +179,31 @@ mod tests {
         for n in per {
             assert!((2_700..=3_300).contains(&n), "{per:?}");
         }
+    }
+
+    #[test]
+    fn a_down_replicas_keys_move_to_their_next_choice_and_no_other_key_moves() {
+        let keys: Vec<String> = (0..20_000).map(|i| format!("k{i}")).collect();
+        let down: BTreeSet<u32> = [3].into();
+        let mut moved = 0;
+        for k in &keys {
+            let before = Shard::owner(k, 10);
+            let after = Shard::owner_among(k, 10, &down).unwrap();
+            assert_ne!(after, 3, "{k}");
+            if before == 3 {
+                moved += 1;
+            } else {
+                assert_eq!(before, after, "a key of a live replica moved: {k}");
+            }
+        }
+        // About 1/10 of them, spread over the nine others.
+        assert!((1_700..=2_300).contains(&moved), "{moved}");
+        let all: BTreeSet<u32> = (0..10).collect();
+        assert_eq!(Shard::owner_among("k", 10, &all), None);
+        assert_eq!(
+            Shard::owner_among("k", 10, &BTreeSet::new()),
+            Some(Shard::owner("k", 10))
+        );
     }
 
     #[test]

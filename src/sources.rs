@@ -8,7 +8,7 @@
 //! so a reload that changes a module or `defaults:` applies to discovered targets too, and a
 //! candidate the new config cannot take is rejected alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -29,6 +29,10 @@ static SHARD_ALL_TARGETS: Family = Family::gauge(
 static SHARD_INFO: Family = Family::gauge(
     "lookout_shard_info",
     "This replica's --shard.index and --shard.count, as labels (always 1).",
+);
+static SHARD_PEER_UP: Family = Family::gauge(
+    "lookout_shard_peer_up",
+    "Whether this replica hears the peer replica of this ordinal (--shard.peers); 0 while this replica probes its share.",
 );
 static SOURCE_TARGETS: Family = Family::gauge(
     "lookout_source_targets",
@@ -58,6 +62,10 @@ struct Inner {
     rejected: BTreeMap<&'static str, Vec<Rejection>>,
     /// How many targets before the share was taken.
     considered: usize,
+    /// The peer replicas `--shard.peers` found down, whose share this one takes its part of.
+    down: BTreeSet<u32>,
+    /// Whether peers are watched (`--shard.peers`), so their states are exposed.
+    watching: bool,
 }
 
 impl Sources {
@@ -73,6 +81,8 @@ impl Sources {
             offered: BTreeMap::new(),
             rejected: BTreeMap::new(),
             considered: 0,
+            down: BTreeSet::new(),
+            watching: false,
         };
         let (set, _) = build(&mut inner, shard);
         let (tx, rx) = watch::channel(set);
@@ -123,6 +133,19 @@ impl Sources {
         rejected.remove(source).unwrap_or_default()
     }
 
+    /// The peer replicas now down (`--shard.peers`): this replica's share is taken again, with
+    /// its part of theirs. Nothing is sent when the set did not change.
+    pub fn peers_changed(&self, down: BTreeSet<u32>) {
+        let mut inner = self.lock();
+        inner.watching = true;
+        if inner.down == down {
+            return;
+        }
+        inner.down = down;
+        let (set, _) = build(&mut inner, self.shard);
+        self.tx.send_replace(set);
+    }
+
     /// The sources' and the share's figures for `/metrics`: the share's with `--shard.*`, the
     /// sources' once one offered targets (nothing for a config of file targets alone).
     pub fn metrics(&self) -> Report {
@@ -139,6 +162,12 @@ impl Sources {
                 ],
                 1.0,
             );
+            if inner.watching {
+                for peer in (0..shard.count).filter(|&p| p != shard.index) {
+                    let up = if inner.down.contains(&peer) { 0.0 } else { 1.0 };
+                    r.set_labeled(&SHARD_PEER_UP, &[("peer", &peer.to_string())], up);
+                }
+            }
         }
         if !inner.offered.is_empty() {
             r.set_labeled(
@@ -209,7 +238,7 @@ fn build(
     inner.rejected = rejected.clone();
     inner.considered = full.len();
     let share = match shard {
-        Some(s) if s.count > 1 => Arc::new(s.share(&full)),
+        Some(s) if s.count > 1 => Arc::new(s.share_among(&full, &inner.down)),
         _ => full,
     };
     (share, rejected)

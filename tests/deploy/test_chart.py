@@ -706,11 +706,32 @@ def test_sharding_renders_a_stateful_set_with_the_shard_flags():
     assert spec["updateStrategy"] == {"type": "RollingUpdate"}
     c = lookout_container(sts)
     shard_args = [a for a in c["args"] if a.startswith("--shard.")]
-    assert shard_args == ["--shard.index=$(POD_NAME)", "--shard.count=3"]
+    peers = ",".join(f"http://{FULL}-{i}.{HEADLESS}.{NAMESPACE}.svc:9115" for i in range(3))
+    assert shard_args == ["--shard.index=$(POD_NAME)", "--shard.count=3", f"--shard.peers={peers}",
+                          "--shard.peer-interval=5s", "--shard.peer-failures=3"]
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAME"] == {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
     assert env["TZ"] == {"name": "TZ", "value": "UTC"}, "extraEnv stays"
     assert c["env"][0]["name"] == "POD_NAME", "defined before anything that might refer to it"
+
+
+def test_sharded_pods_hear_each_other_only_over_plain_http(tmp_path):
+    """sharding.takeOver: the peer list is left out when the web config serves TLS (peers are
+    asked over plain HTTP only) and when takeOver is off; the binary accepts the flags rendered."""
+    tls = tmp_path / "tls.yaml"
+    tls.write_text("webConfig:\n  tls_server_config:\n    cert_file: /c\n    key_file: /k\n")
+    off = tmp_path / "off.yaml"
+    off.write_text("sharding:\n  takeOver:\n    enabled: false\n")
+    for extra in (tls, off):
+        c = lookout_container(one(render([SHARDING_VALUES, str(extra)]), "StatefulSet"))
+        assert [a for a in c["args"] if a.startswith("--shard.")] == \
+            ["--shard.index=$(POD_NAME)", "--shard.count=3"], extra.read_text()
+    c = lookout_container(one(render([SHARDING_VALUES]), "StatefulSet"))
+    args = [a.replace("$(POD_NAME)", f"{FULL}-1") for a in c["args"] if a.startswith("--shard.")]
+    cfg = tmp_path / "lookout.yml"
+    cfg.write_text("modules:\n  tcp: {prober: tcp}\n")
+    p = run([lookout_bin(), "--config.check", f"--config.file={cfg}", *args], check=False)
+    assert p.returncode == 0, p.stderr
 
 
 def test_sharded_pods_run_the_deployments_pod_spec(tmp_path):

@@ -118,3 +118,157 @@ async fn bad_shard_flags_are_refused_at_start() {
         assert!(err.contains(says), "{err}");
     }
 }
+
+async fn names(lk: &Lookout) -> BTreeSet<String> {
+    scheduled(lk)
+        .await
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Polls (every 50 ms, 20 s at most: a guard against hangs, not a timing claim) until `ok`
+/// holds for the shares of `lks`.
+async fn shares_until(
+    lks: &[&Lookout],
+    what: &str,
+    ok: impl Fn(&[BTreeSet<String>]) -> bool,
+) -> Vec<BTreeSet<String>> {
+    let mut shares = Vec::new();
+    for _ in 0..400 {
+        shares.clear();
+        for lk in lks {
+            shares.push(names(lk).await);
+        }
+        if ok(&shares) {
+            return shares;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("never saw {what}: {shares:?}");
+}
+
+/// Each target in exactly one of `shares`, all 40 of them.
+fn partition(shares: &[BTreeSet<String>]) -> bool {
+    let total: usize = shares.iter().map(BTreeSet::len).sum();
+    let union: BTreeSet<&String> = shares.iter().flatten().collect();
+    total == 40 && union.len() == 40
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_replicas_share_is_taken_over_and_given_back() {
+    // Three free ports, known before the replicas start, since each lists all of them.
+    let holders: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = holders
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(holders);
+    let peers = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let start = |i: usize| {
+        let peers = peers.clone();
+        let listen = format!("127.0.0.1:{}", ports[i]);
+        async move {
+            let index = i.to_string();
+            Lookout::start_with_flags(
+                tempfile::tempdir().unwrap(),
+                &config(),
+                &[
+                    "--shard.index",
+                    &index,
+                    "--shard.count",
+                    "3",
+                    "--shard.peers",
+                    &peers,
+                    "--shard.peer-interval",
+                    "100ms",
+                    "--shard.peer-failures",
+                    "2",
+                    "--web.listen-address",
+                    &listen,
+                ],
+            )
+            .await
+        }
+    };
+    let (a, b) = (start(0).await, start(1).await);
+    let c = start(2).await;
+    let before = shares_until(&[&a, &b, &c], "the three shares", partition).await;
+    assert!(before.iter().all(|s| !s.is_empty()), "{before:?}");
+    let m = Samples::parse(&a.get("/metrics").await.body);
+    assert_eq!(
+        m.get_with("lookout_shard_peer_up", &[("peer", "2")]),
+        Some(1.0)
+    );
+
+    // Replica 2 stops: 0 and 1 take its share between them and keep their own.
+    drop(c);
+    let during = shares_until(&[&a, &b], "replica 2's share taken over", partition).await;
+    for i in 0..2 {
+        assert!(
+            during[i].is_superset(&before[i]),
+            "replica {i} kept its own targets"
+        );
+    }
+    let m = Samples::parse(&a.get("/metrics").await.body);
+    assert_eq!(
+        m.get_with("lookout_shard_peer_up", &[("peer", "2")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        m.get_with("lookout_shard_peer_up", &[("peer", "1")]),
+        Some(1.0)
+    );
+
+    // Back on its port: the shares are what they were.
+    let c = start(2).await;
+    shares_until(&[&a, &b, &c], "replica 2's share given back", |s| {
+        s == before.as_slice()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_peer_flags_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lookout.yml");
+    std::fs::write(&path, config()).unwrap();
+    for (flags, says) in [
+        (
+            vec![
+                "--shard.index",
+                "0",
+                "--shard.count",
+                "3",
+                "--shard.peers",
+                "http://a:1,http://b:1",
+            ],
+            "lists 2 replicas but --shard.count is 3",
+        ),
+        (
+            vec!["--shard.peers", "http://a:1"],
+            "--shard.peers needs --shard.index",
+        ),
+    ] {
+        let mut args = vec![
+            "lookout",
+            "--config.file",
+            path.to_str().unwrap(),
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ];
+        args.extend(flags);
+        let cli = <lookout::cli::Cli as clap::Parser>::parse_from(args);
+        let err = match lookout::App::start_with(&cli, None, std::future::pending()).await {
+            Ok(_) => panic!("started with bad peer flags"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains(says), "{err}");
+    }
+}

@@ -89,6 +89,14 @@ spec:
         # The ordinal is the end of the pod's name (lookout-2); the kubelet expands $(POD_NAME).
         - --shard.index=$(POD_NAME)
         - --shard.count={{ .Values.replicas }}
+        {{- $tls := or .Values.webConfig.tls_server_config .Values.webConfigExistingSecretName }}
+        {{- if and .Values.sharding.takeOver.enabled (not $tls) }}
+        # Every replica by its stable DNS name (the headless Service), this one included: each asks
+        # the others' /-/healthy and probes its part of a silent one's share until it answers.
+        - --shard.peers={{ range $i, $_ := until (int .Values.replicas) }}{{ if $i }},{{ end }}http://{{ include "lookout.fullname" $ }}-{{ $i }}.{{ include "lookout.headlessName" $ }}.{{ include "lookout.namespace" $ }}.svc:{{ $.Values.containerPort }}{{ end }}
+        - --shard.peer-interval={{ .Values.sharding.takeOver.interval }}
+        - --shard.peer-failures={{ .Values.sharding.takeOver.failures }}
+        {{- end }}
         {{- end }}
         {{- range .Values.extraArgs }}
         - {{ . | quote }}
