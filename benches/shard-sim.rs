@@ -15,8 +15,21 @@
 //! probing); a StatefulSet rolls pods one at a time from the highest ordinal down, the next
 //! starting once the previous is back. Components are 1 root + 9 dependents, as in
 //! scripts/bench-scheduler --graph 9. Nothing here touches the network.
+//!
+//! Scenarios marked "takeover" model `--shard.peers` with the defaults (a check every 5 s, down
+//! after 3 misses): a replica is taken for down by the others 15 s after it stopped, and for up
+//! again up to 5 s after it is back (one check); meanwhile the live replicas of the same count
+//! own its components by `Shard::owner_among`.
+
+use std::collections::BTreeSet;
 
 use lookout::shard::Shard;
+
+/// `--shard.peer-interval` × `--shard.peer-failures` (5 s × 3): how long a replica is gone before
+/// the others take its share.
+const DETECT: f64 = 15.0;
+/// `--shard.peer-interval`: how long after it is back the others may still hold its share.
+const GIVE_BACK: f64 = 5.0;
 
 /// One replica's life in a scenario: up intervals, with the count it runs with in each.
 #[derive(Clone, Debug)]
@@ -32,6 +45,22 @@ impl Life {
             .find(|(a, b, _)| *a <= t && t < *b)
             .map(|s| s.2)
     }
+
+    /// Whether the others take this replica for down at `t`: gone for at least `DETECT`, or
+    /// back for less than `GIVE_BACK` after such an absence.
+    fn seen_down(&self, t: f64) -> bool {
+        let mut spans = self.spans.clone();
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // The absences: before the first span, between spans, after the last.
+        let mut from = -FOREVER;
+        for (a, b, _) in spans.iter().map(|s| (s.0, s.1, s.2)) {
+            if a > from && from + DETECT <= t && t < a + GIVE_BACK && a - from >= DETECT {
+                return true;
+            }
+            from = from.max(b);
+        }
+        from < FOREVER && from + DETECT <= t
+    }
 }
 
 struct Scenario {
@@ -44,6 +73,8 @@ struct Scenario {
     /// The window simulated.
     start: f64,
     end: f64,
+    /// Whether replicas take over a down one's share (`--shard.peers`).
+    takeover: bool,
 }
 
 const FOREVER: f64 = 1e12;
@@ -92,7 +123,26 @@ fn scenarios(n: u32, interval: f64, restart: f64) -> Vec<Scenario> {
         after: n,
         start: -interval,
         end: restart + 2.0 * interval,
+        takeover: false,
     });
+    // A replica gone for longer (a drained node, a pod pending): without and with takeover.
+    for takeover in [false, true] {
+        let mut lives = steady(n);
+        let away = 5.0 * interval;
+        lives[victim].spans = vec![(-FOREVER, 0.0, n), (away, FOREVER, n)];
+        out.push(Scenario {
+            name: format!(
+                "replica {victim} gone for {away} s{}",
+                if takeover { ", takeover" } else { "" }
+            ),
+            lives,
+            before: n,
+            after: n,
+            start: -interval,
+            end: away + 2.0 * interval,
+            takeover,
+        });
+    }
     // Rolling update (a new image): every pod restarted in turn, the count unchanged.
     let mut lives = steady(n);
     let done = roll(&mut lives, (0..n as usize).rev(), 0.0, restart, n);
@@ -103,6 +153,7 @@ fn scenarios(n: u32, interval: f64, restart: f64) -> Vec<Scenario> {
         after: n,
         start: -interval,
         end: done + 2.0 * interval,
+        takeover: false,
     });
     // Scale up by one: the new pod starts under n+1, then the others roll to n+1.
     let mut lives = steady(n);
@@ -117,22 +168,28 @@ fn scenarios(n: u32, interval: f64, restart: f64) -> Vec<Scenario> {
         after: n + 1,
         start: -interval,
         end: done + 2.0 * interval,
+        takeover: false,
     });
     // Scale down by one: the last pod goes, then the others roll to n-1.
-    if n > 1 {
+    for takeover in [false, true] {
+        if n < 2 {
+            break;
+        }
         let mut lives = steady(n);
         lives[n as usize - 1].spans = vec![(-FOREVER, 0.0, n)];
         let done = roll(&mut lives, (0..n as usize - 1).rev(), 0.0, restart, n - 1);
         out.push(Scenario {
             name: format!(
-                "scale {n} -> {} (last pod removed, then a rolling update)",
-                n - 1
+                "scale {n} -> {} (last pod removed, then a rolling update){}",
+                n - 1,
+                if takeover { ", takeover" } else { "" }
             ),
             lives,
             before: n,
             after: n - 1,
             start: -interval,
             end: done + 2.0 * interval,
+            takeover,
         });
     }
     out
@@ -212,13 +269,30 @@ fn main() {
                     if t >= s.end {
                         break;
                     }
+                    let down: BTreeSet<u32> = if s.takeover {
+                        (0..s.lives.len() as u32)
+                            .filter(|&r| s.lives[r as usize].seen_down(t))
+                            .collect()
+                    } else {
+                        BTreeSet::new()
+                    };
                     let probes = s
                         .lives
                         .iter()
                         .enumerate()
                         .filter(|(r, l)| {
-                            l.count_at(t)
-                                .is_some_and(|count| owner_of(count) == Some(*r as u32))
+                            l.count_at(t).is_some_and(|count| {
+                                let owner = if down.is_empty() {
+                                    owner_of(count)
+                                } else {
+                                    // A replica's peer list is its count's: ordinals 0..count.
+                                    let mut d = down.clone();
+                                    d.retain(|&x| x < count);
+                                    d.remove(&(*r as u32));
+                                    Shard::owner_among(key, count, &d)
+                                };
+                                owner == Some(*r as u32)
+                            })
                         })
                         .count() as u64;
                     match probes {
