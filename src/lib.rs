@@ -267,8 +267,26 @@ impl App {
                 stop.clone(),
             ))
         });
+        if peer_watch.is_none()
+            && let Some(t) = config_rx
+                .borrow()
+                .iter()
+                .find(|t| t.replicas_per_target > 1)
+        {
+            tracing::warn!(target = %t.name, replicas_per_target = t.replicas_per_target, "replicas_per_target needs --shard.peers to ask other replicas; this replica's verdict is the only one");
+        }
         // --shard.peers: the others' health decides this replica's part of a down one's share.
         if let Some(watch) = peer_watch {
+            if let Some(shard) = shard {
+                state
+                    .scheduler
+                    .set_confirmer(Arc::new(peers::Confirmer::new(
+                        &watch,
+                        shard,
+                        state.sources.clone(),
+                        state.resolver.clone(),
+                    )));
+            }
             tokio::spawn(peers::run(
                 watch,
                 state.sources.clone(),

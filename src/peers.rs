@@ -153,6 +153,118 @@ pub async fn run(watch: Watch, sources: Arc<Sources>, resolver: Resolver, stop: 
 
 /// One `GET /-/healthy`: any HTTP answer is a running peer.
 async fn check(peer: &Peer, resolver: &Resolver) -> Result<(), String> {
+    get(peer, "/-/healthy", resolver, 4096).await.map(|_| ())
+}
+
+/// What a peer answered when asked to confirm a failure.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Its probe succeeded: the failure is this replica's alone.
+    Succeeded,
+    /// Its probe failed too, for this reason.
+    Failed(String),
+    /// It could not be asked (down, or no answer in time), or answered no verdict.
+    Unreachable(String),
+}
+
+impl Verdict {
+    /// The `result` label of `lookout_probe_confirmations`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Succeeded => "succeeded",
+            Verdict::Failed(_) => "failed",
+            Verdict::Unreachable(_) => "unreachable",
+        }
+    }
+}
+
+/// Asks peers to probe a target this replica saw fail (`replicas_per_target`): the k − 1 live
+/// replicas ranked next for the target's name, each through `GET /api/v1/confirm`.
+#[derive(Debug)]
+pub struct Confirmer {
+    peers: Vec<Peer>,
+    shard: Shard,
+    sources: Arc<Sources>,
+    resolver: Resolver,
+}
+
+impl Confirmer {
+    /// The confirmer of the replicas `watch` hears.
+    pub fn new(watch: &Watch, shard: Shard, sources: Arc<Sources>, resolver: Resolver) -> Self {
+        Confirmer {
+            peers: watch.peers.clone(),
+            shard,
+            sources,
+            resolver,
+        }
+    }
+
+    /// The peers that confirm `target`'s failures: the next live replicas in its ranking, at
+    /// most `replicas_per_target − 1` of them.
+    pub fn confirmers(&self, target: &crate::config::Target) -> Vec<&Peer> {
+        let want = target.replicas_per_target.saturating_sub(1) as usize;
+        let down = self.sources.down();
+        Shard::ranked(&target.name, self.shard.count)
+            .into_iter()
+            .filter(|r| *r != self.shard.index && !down.contains(r))
+            .filter_map(|r| self.peers.iter().find(|p| p.index == r))
+            .take(want)
+            .collect()
+    }
+
+    /// Asks each confirming peer to probe `target` now; each answers within the target's
+    /// timeout plus 2 s or counts as unreachable.
+    pub async fn confirm(&self, target: &crate::config::Target) -> Vec<(u32, Verdict)> {
+        let path = format!(
+            "/api/v1/confirm?target={}",
+            url::form_urlencoded::byte_serialize(target.name.as_bytes()).collect::<String>()
+        );
+        let limit = target.timeout + Duration::from_secs(2);
+        let asks = self.confirmers(target).into_iter().map(|peer| {
+            let path = path.clone();
+            async move {
+                let answer =
+                    tokio::time::timeout(limit, get(peer, &path, &self.resolver, 16 * 1024)).await;
+                let verdict = match answer {
+                    Err(_) => Verdict::Unreachable(format!("no answer within {limit:?}")),
+                    Ok(Err(e)) => Verdict::Unreachable(e),
+                    Ok(Ok((status, _))) if status != http::StatusCode::OK => {
+                        Verdict::Unreachable(format!("answered {status}"))
+                    }
+                    Ok(Ok((_, body))) => read_verdict(&body),
+                };
+                (peer.index, verdict)
+            }
+        });
+        futures_util::future::join_all(asks).await
+    }
+}
+
+/// A confirmation answer: `{"success": true}` or `{"success": false, "reason": "…"}`.
+fn read_verdict(body: &[u8]) -> Verdict {
+    let v: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return Verdict::Unreachable(format!("unreadable answer: {e}")),
+    };
+    match v.get("success").and_then(serde_json::Value::as_bool) {
+        Some(true) => Verdict::Succeeded,
+        Some(false) => Verdict::Failed(
+            v.get("reason")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("unknown")
+                .to_owned(),
+        ),
+        None => Verdict::Unreachable("an answer without success".into()),
+    }
+}
+
+/// One `GET path` of a peer: its status and (at most `limit` bytes of) its body.
+async fn get(
+    peer: &Peer,
+    path: &str,
+    resolver: &Resolver,
+    limit: usize,
+) -> Result<(http::StatusCode, Bytes), String> {
     let (ip, _) = resolver
         .lookup(&peer.host, IpPreference::default())
         .await
@@ -169,7 +281,7 @@ async fn check(peer: &Peer, resolver: &Resolver) -> Result<(), String> {
     } else {
         format!("{}:{}", peer.host, peer.port)
     };
-    let req = http::Request::get("/-/healthy")
+    let req = http::Request::get(path)
         .header(http::header::HOST, host)
         .header(
             http::header::USER_AGENT,
@@ -178,11 +290,13 @@ async fn check(peer: &Peer, resolver: &Resolver) -> Result<(), String> {
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    // Read (a bounded amount of) the answer so the connection ends cleanly.
-    let _ = http_body_util::Limited::new(resp.into_body(), 4096)
+    let status = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), limit)
         .collect()
-        .await;
-    Ok(())
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 #[cfg(test)]

@@ -89,27 +89,37 @@ pub type Runner = Arc<dyn Fn(Arc<Target>, Instant) -> BoxFuture<'static, Outcome
 pub fn probe_runner(resolver: Resolver) -> Runner {
     Arc::new(move |target: Arc<Target>, deadline: Instant| {
         let resolver = resolver.clone();
-        Box::pin(async move {
-            let req = ProbeRequest {
-                target: target.target.clone(),
-                hostname: None,
-            };
-            // A module with `dns_server:` resolves with its own resolver.
-            let resolver = target.module.resolver.clone().unwrap_or(resolver);
-            probe::run(
-                target.module.spec.clone(),
-                &target.module_name,
-                req,
-                deadline,
-                resolver,
-                // Scheduled targets come from the config file: trusted, not `probe_access`'s.
-                &crate::probe::net::AllowAll,
-                target.module.every_address,
-            )
-            .await
-        })
+        Box::pin(async move { probe_target(&target, deadline, resolver).await })
     })
 }
+
+/// One real probe of a scheduled target: its module (with the module's own resolver, if it
+/// has `dns_server:`), no `probe_access` (the config's targets are trusted). Also what a peer's
+/// confirmation request runs (`replicas_per_target`).
+pub async fn probe_target(target: &Target, deadline: Instant, resolver: Resolver) -> Outcome {
+    let req = ProbeRequest {
+        target: target.target.clone(),
+        hostname: None,
+    };
+    let resolver = target.module.resolver.clone().unwrap_or(resolver);
+    probe::run(
+        target.module.spec.clone(),
+        &target.module_name,
+        req,
+        deadline,
+        resolver,
+        // Scheduled targets come from the config file: trusted, not `probe_access`'s.
+        &crate::probe::net::AllowAll,
+        target.module.every_address,
+    )
+    .await
+}
+
+/// `lookout_probe_confirmations{replica,result}`.
+static PROBE_CONFIRMATIONS: Family = Family::gauge(
+    "lookout_probe_confirmations",
+    "On a failed probe of a target with replicas_per_target: what each peer asked to confirm it answered (1 per peer; result succeeded, failed or unreachable).",
+);
 
 static SLO_BUDGET: Family = Family::gauge(
     "lookout_slo_error_budget_remaining_ratio",
@@ -403,6 +413,9 @@ pub struct Scheduler {
     pub health_changed: Arc<Notify>,
     /// Queues of whoever records every change (`subscribe_changes`).
     change_subscribers: Mutex<Vec<mpsc::Sender<ChangeEvent>>>,
+    /// The peers that confirm failures of targets with `replicas_per_target` above 1
+    /// (`--shard.peers`); unset, this replica's verdict is the only one.
+    confirmer: std::sync::OnceLock<Arc<crate::peers::Confirmer>>,
 }
 
 impl Default for Scheduler {
@@ -455,7 +468,14 @@ impl Scheduler {
             results,
             health_changed: Arc::new(Notify::new()),
             change_subscribers: Mutex::new(Vec::new()),
+            confirmer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets failures of targets with `replicas_per_target` above 1 be confirmed by peers; set
+    /// once, before the scheduler runs.
+    pub fn set_confirmer(&self, confirmer: Arc<crate::peers::Confirmer>) {
+        let _ = self.confirmer.set(confirmer);
     }
 
     /// Where this scheduler publishes its results.
@@ -821,8 +841,24 @@ impl Scheduler {
                 me.lateness.record(start.saturating_duration_since(due));
             }
             let started = SystemTime::now();
-            let outcome = runner(target.clone(), start + target.timeout).await;
+            let mut outcome = runner(target.clone(), start + target.timeout).await;
             drop(permit);
+            // replicas_per_target: a failure counts only when the confirming peers see it too.
+            let mut overruled = false;
+            if outcome.failure.is_some()
+                && target.replicas_per_target > 1
+                && let Some(confirmer) = me.confirmer.get()
+            {
+                for (replica, verdict) in confirmer.confirm(&target).await {
+                    overruled |= verdict == crate::peers::Verdict::Succeeded;
+                    tracing::debug!(target = %target.name, replica, verdict = ?verdict, "Confirmation from a peer");
+                    outcome.report.set_labeled(
+                        &PROBE_CONFIRMATIONS,
+                        &[("replica", &replica.to_string()), ("result", verdict.label())],
+                        1.0,
+                    );
+                }
+            }
             let finished = Instant::now();
             let result = ProbeResult::scheduled(outcome, target, started);
             state.record(&result);
@@ -830,7 +866,13 @@ impl Scheduler {
                 started: start,
                 finished,
                 finished_wall: result.finished,
-                failure: result.failure.clone(),
+                // This replica's failure, unless a peer's probe succeeded: then the target is
+                // not down, only unreachable from here (the result itself stays as probed).
+                failure: if overruled {
+                    None
+                } else {
+                    result.failure.clone()
+                },
             };
             me.results.publish(result);
             let flags = state

@@ -35,6 +35,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/config", get(admin::config))
         .route("/logs", get(admin::logs))
         .route("/api/v1/targets", get(admin::api_targets))
+        .route("/api/v1/confirm", get(admin::confirm))
         .route("/api/v1/status", get(status::api))
         .route("/status", get(status::default_page))
         .route("/status/", get(status::default_page))

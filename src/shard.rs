@@ -87,6 +87,15 @@ impl Shard {
             .max_by_key(|&r| (score(base, r), std::cmp::Reverse(r)))
     }
 
+    /// Every replica ordered by its score for `key`, highest first: the owner, then the next
+    /// choices (`replicas_per_target`'s confirming replicas are taken from here).
+    pub fn ranked(key: &str, count: u32) -> Vec<u32> {
+        let base = fnv1a(key);
+        let mut all: Vec<u32> = (0..count).collect();
+        all.sort_by_key(|&r| (std::cmp::Reverse(score(base, r)), r));
+        all
+    }
+
     /// Whether this replica owns the component with key `key`.
     pub fn owns(&self, key: &str) -> bool {
         Shard::owner(key, self.count) == self.index
@@ -204,6 +213,20 @@ mod tests {
             Shard::owner_among("k", 10, &BTreeSet::new()),
             Some(Shard::owner("k", 10))
         );
+    }
+
+    #[test]
+    fn the_ranking_starts_with_the_owner_and_names_each_replica_once() {
+        for k in ["a", "db", "wiki-42"] {
+            let r = Shard::ranked(k, 7);
+            assert_eq!(r[0], Shard::owner(k, 7));
+            let mut sorted = r.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..7).collect::<Vec<_>>());
+            // With the owner down, the next one owns it.
+            let down: BTreeSet<u32> = [r[0]].into();
+            assert_eq!(Shard::owner_among(k, 7, &down), Some(r[1]));
+        }
     }
 
     #[test]

@@ -66,6 +66,9 @@ struct Inner {
     down: BTreeSet<u32>,
     /// Whether peers are watched (`--shard.peers`), so their states are exposed.
     watching: bool,
+    /// Every scheduled target before the share was taken: what a peer may ask this replica to
+    /// confirm (`replicas_per_target`).
+    full: Arc<TargetSet>,
 }
 
 impl Sources {
@@ -83,6 +86,7 @@ impl Sources {
             considered: 0,
             down: BTreeSet::new(),
             watching: false,
+            full: Arc::default(),
         };
         let (set, _) = build(&mut inner, shard);
         let (tx, rx) = watch::channel(set);
@@ -144,6 +148,17 @@ impl Sources {
         inner.down = down;
         let (set, _) = build(&mut inner, self.shard);
         self.tx.send_replace(set);
+    }
+
+    /// A scheduled target by name from every source, in this replica's share or not: for a
+    /// peer asking this replica to confirm a failure.
+    pub fn any_target(&self, name: &str) -> Option<Arc<crate::config::Target>> {
+        self.lock().full.get(name).cloned()
+    }
+
+    /// The peer replicas now taken for down.
+    pub fn down(&self) -> BTreeSet<u32> {
+        self.lock().down.clone()
     }
 
     /// The sources' and the share's figures for `/metrics`: the share's with `--shard.*`, the
@@ -237,6 +252,7 @@ fn build(
     };
     inner.rejected = rejected.clone();
     inner.considered = full.len();
+    inner.full = full.clone();
     let share = match shard {
         Some(s) if s.count > 1 => Arc::new(s.share_among(&full, &inner.down)),
         _ => full,

@@ -56,6 +56,9 @@ pub struct RawDefaults {
     /// The window the objective is measured over (default 30d).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_window: Option<ConfigDuration>,
+    /// How many replicas must see a failure for targets that set none (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_per_target: Option<u32>,
 }
 
 /// `scheduler:` as written.
@@ -114,7 +117,14 @@ pub struct RawTarget {
     /// The window the objective is measured over (default 30d).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_window: Option<ConfigDuration>,
+    /// How many replicas (this one and k − 1 peers of `--shard.peers`) must see a failure
+    /// before it counts (default 1: this one alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_per_target: Option<u32>,
 }
+
+/// The most `replicas_per_target` may be.
+pub const MAX_REPLICAS_PER_TARGET: u32 = 16;
 
 /// An uptime objective.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -156,6 +166,8 @@ pub struct Target {
     pub runbook_url: Option<String>,
     /// Its uptime objective, if any.
     pub slo: Option<Slo>,
+    /// How many replicas must see a failure for it to count (1: this one alone).
+    pub replicas_per_target: u32,
 }
 
 impl Target {
@@ -222,6 +234,8 @@ pub struct Defaults {
     pub slo: Option<f64>,
     /// Its window for targets that set none.
     pub slo_window: Option<Duration>,
+    /// `replicas_per_target` for targets that set none.
+    pub replicas_per_target: Option<u32>,
 }
 
 impl Defaults {
@@ -245,6 +259,7 @@ impl Defaults {
             severity: raw.severity.clone(),
             slo: raw.slo,
             slo_window: raw.slo_window.map(|d| d.0),
+            replicas_per_target: raw.replicas_per_target,
         })
     }
 }
@@ -393,8 +408,21 @@ pub fn validate_target(
             "slo_window must be at least 1h",
         ));
     }
+    let replicas_per_target = raw
+        .replicas_per_target
+        .or(defaults.replicas_per_target)
+        .unwrap_or(1);
+    if !(1..=MAX_REPLICAS_PER_TARGET).contains(&replicas_per_target) {
+        return Err(FieldError::new(
+            "replicas_per_target",
+            format!(
+                "replicas_per_target must be between 1 and {MAX_REPLICAS_PER_TARGET}, not {replicas_per_target}"
+            ),
+        ));
+    }
     Ok(Target {
         slo,
+        replicas_per_target,
         name: raw.name.clone(),
         module_name: raw.module.clone(),
         module: module.clone(),

@@ -15,6 +15,61 @@ use super::State as AppState;
 use super::recent::{Entry, TargetFailures};
 use crate::metrics::{self, Format};
 
+/// Confirmation probes a replica runs for its peers at once, at most: each is a whole probe,
+/// asked for by a peer's failure, so a burst of failures cannot make it probe without bound.
+const CONFIRMATIONS_IN_FLIGHT: usize = 64;
+static CONFIRMATIONS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(CONFIRMATIONS_IN_FLIGHT);
+
+/// `GET /api/v1/confirm?target=NAME`: a peer replica (`--shard.peers`) saw scheduled target
+/// NAME fail and asks this one to probe it now (`replicas_per_target`). Any target of the
+/// config or of discovery, in this replica's share or not; never an address of the request's
+/// own. Answers `{"target", "success", "reason", "duration_seconds"}`; 404 for a name no source
+/// has, 429 past `CONFIRMATIONS_IN_FLIGHT`.
+pub async fn confirm(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(name) = q.get("target") else {
+        return (StatusCode::BAD_REQUEST, "target parameter is missing\n").into_response();
+    };
+    let Some(target) = state.sources.any_target(name) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no scheduled target named {name:?}\n"),
+        )
+            .into_response();
+    };
+    let Ok(_slot) = CONFIRMATIONS.try_acquire() else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many confirmation probes in flight\n",
+        )
+            .into_response();
+    };
+    let started = std::time::SystemTime::now();
+    let deadline = tokio::time::Instant::now() + target.timeout;
+    let outcome = crate::schedule::probe_target(&target, deadline, state.resolver.clone()).await;
+    let body = serde_json::json!({
+        "target": target.name,
+        "success": outcome.success(),
+        "reason": outcome.failure.as_ref().map(|f| f.reason().as_str()),
+        "duration_seconds": outcome.duration.as_secs_f64(),
+    });
+    // Counted and kept with the /probe results: this replica did probe it.
+    state.results.publish(crate::results::ProbeResult::new(
+        outcome,
+        target.module.clone(),
+        target.target.clone(),
+        started,
+    ));
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
 /// `GET /metrics`: lookout's own metrics and every scheduled target's latest result.
 ///
 /// The text format is streamed: a blocking thread (so a scrape never delays the workers that run

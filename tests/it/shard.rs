@@ -157,15 +157,7 @@ fn partition(shares: &[BTreeSet<String>]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_replicas_share_is_taken_over_and_given_back() {
-    // Three free ports, known before the replicas start, since each lists all of them.
-    let holders: Vec<std::net::TcpListener> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let ports: Vec<u16> = holders
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    drop(holders);
+    let ports = free_ports(3);
     let peers = ports
         .iter()
         .map(|p| format!("http://127.0.0.1:{p}"))
@@ -271,4 +263,153 @@ async fn bad_peer_flags_are_refused_at_start() {
         };
         assert!(err.contains(says), "{err}");
     }
+}
+
+/// `n` free loopback ports, known before the replicas start since each lists all of them.
+fn free_ports(n: usize) -> Vec<u16> {
+    let holders: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    holders
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+async fn state_of(lk: &Lookout, name: &str) -> Option<String> {
+    scheduled(lk)
+        .await
+        .iter()
+        .find(|t| t["name"] == name)
+        .map(|t| t["state"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_per_target_needs_every_replica_to_see_the_failure() {
+    use crate::support::dns_target;
+    use std::net::Ipv4Addr;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            drop(s);
+        }
+    });
+    // Two replicas as if on two nodes: one reaches svc (127.0.0.1), the other does not (its DNS
+    // says 127.0.0.3, where nothing listens). Neither reaches gone.
+    let ip = |n| Ipv4Addr::new(127, 0, 0, n);
+    let reaches = dns_target::start_with(
+        None,
+        &[("svc.example.org.", ip(1)), ("gone.example.org.", ip(3))],
+    )
+    .await;
+    let cut_off = dns_target::start_with(
+        None,
+        &[("svc.example.org.", ip(3)), ("gone.example.org.", ip(3))],
+    )
+    .await;
+    let yaml = format!(
+        "modules:\n  tcp_connect: {{prober: tcp, timeout: 1s}}\ndefaults:\n  interval: 1s\n  retries: 1\n  \
+         retry_interval: 200ms\n  replicas_per_target: 2\ntargets:\n  - {{name: svc, module: tcp_connect, \
+         target: 'svc.example.org:{port}'}}\n  - {{name: gone, module: tcp_connect, target: 'gone.example.org:{port}'}}\n"
+    );
+    let ports = free_ports(2);
+    let peers = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    // The replica that owns svc is the one cut off from it.
+    let owner = lookout::shard::Shard::owner("svc", 2) as usize;
+    let mut replicas = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let dns = if i == owner { cut_off.udp } else { reaches.udp };
+        let (index, listen) = (i.to_string(), format!("127.0.0.1:{port}"));
+        let flags = [
+            "--shard.index",
+            index.as_str(),
+            "--shard.count",
+            "2",
+            "--shard.peers",
+            peers.as_str(),
+            "--shard.peer-interval",
+            "100ms",
+            "--web.listen-address",
+            listen.as_str(),
+        ];
+        replicas.push(Lookout::start_with_dns_and_flags(&yaml, dns, &flags).await);
+    }
+    let gone_owner = &replicas[lookout::shard::Shard::owner("gone", 2) as usize];
+    let svc_owner = &replicas[owner];
+    let other = 1 - owner;
+
+    // gone fails on both replicas: down, its peer's confirmation says failed.
+    let mut down = false;
+    for _ in 0..400 {
+        if state_of(gone_owner, "gone").await.as_deref() == Some("down") {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(down, "gone never went down");
+    // By now svc has failed on its owner several times, each overruled by the peer that reaches it.
+    let mut m = Samples::parse(&svc_owner.get("/metrics").await.body);
+    for _ in 0..100 {
+        if m.samples.iter().any(|s| {
+            s.name == "lookout_probe_confirmations"
+                && s.labels.get("target").map(String::as_str) == Some("svc")
+        }) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        m = Samples::parse(&svc_owner.get("/metrics").await.body);
+    }
+    let svc_success: Vec<f64> = m
+        .samples
+        .iter()
+        .filter(|s| s.name == "probe_success" && s.labels["target"] == "svc")
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(
+        svc_success,
+        [0.0],
+        "the owner's own probe fails:\n{}",
+        m.text
+    );
+    let confirmation: Vec<(String, String)> = m
+        .samples
+        .iter()
+        .filter(|s| s.name == "lookout_probe_confirmations" && s.labels["target"] == "svc")
+        .map(|s| (s.labels["replica"].clone(), s.labels["result"].clone()))
+        .collect();
+    assert_eq!(
+        confirmation,
+        [(other.to_string(), "succeeded".to_owned())],
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        state_of(svc_owner, "svc").await.as_deref(),
+        Some("up"),
+        "a failure one replica alone sees is not the target's"
+    );
+    let m = Samples::parse(&gone_owner.get("/metrics").await.body);
+    assert!(
+        m.samples
+            .iter()
+            .any(|s| s.name == "lookout_probe_confirmations"
+                && s.labels["target"] == "gone"
+                && s.labels["result"] == "failed"),
+        "{}",
+        m.text
+    );
+    // One replica exposes each target: the confirming one probes svc but does not expose it.
+    let m = Samples::parse(&replicas[other].get("/metrics").await.body);
+    assert!(
+        !m.samples.iter().any(|s| s.name == "probe_success"
+            && s.labels.get("target").map(String::as_str) == Some("svc")),
+        "{}",
+        m.text
+    );
 }

@@ -123,6 +123,13 @@ impl Lookout {
         Lookout::start_full(dir, yaml, &[], Some(resolver)).await
     }
 
+    /// `start_with_dns` with extra command-line flags.
+    pub async fn start_with_dns_and_flags(yaml: &str, dns: SocketAddr, flags: &[&str]) -> Lookout {
+        let dir = tempfile::tempdir().unwrap();
+        let resolver = lookout::probe::resolve::Resolver::with_server(dns);
+        Lookout::start_full(dir, yaml, flags, Some(resolver)).await
+    }
+
     /// Starts lookout with `yaml`, written into `dir`, and extra command-line flags.
     pub async fn start_with_flags(dir: tempfile::TempDir, yaml: &str, flags: &[&str]) -> Lookout {
         Lookout::start_full(dir, yaml, flags, None).await
