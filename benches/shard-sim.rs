@@ -16,10 +16,12 @@
 //! starting once the previous is back. Components are 1 root + 9 dependents, as in
 //! scripts/bench-scheduler --graph 9. Nothing here touches the network.
 //!
-//! Scenarios marked "takeover" model `--shard.peers` with the defaults (a check every 5 s, down
-//! after 3 misses): a replica is taken for down by the others 15 s after it stopped, and for up
-//! again up to 5 s after it is back (one check); meanwhile the live replicas of the same count
-//! own its components by `Shard::owner_among`.
+//! Scenarios marked "peers" model `--shard.peers` with the defaults (a check every 5 s, down
+//! after 3 misses): each replica acts on what it heard at its last check (their phases spread
+//! over the 5 s), so a replica is taken for down by the others 15 s after it stopped and for up
+//! again within 5 s of its return; each replica takes its share under the lowest
+//! `--shard.count` among itself and the live peers it hears, and the live replicas own a down
+//! one's components by `Shard::owner_among`.
 
 use std::collections::BTreeSet;
 
@@ -28,8 +30,10 @@ use lookout::shard::Shard;
 /// `--shard.peer-interval` × `--shard.peer-failures` (5 s × 3): how long a replica is gone before
 /// the others take its share.
 const DETECT: f64 = 15.0;
-/// `--shard.peer-interval`: how long after it is back the others may still hold its share.
-const GIVE_BACK: f64 = 5.0;
+/// `--shard.peer-interval`: how old what a replica heard may be.
+const CHECK: f64 = 5.0;
+/// The resolution of the replicas' views of each other.
+const STEP: f64 = 0.1;
 
 /// One replica's life in a scenario: up intervals, with the count it runs with in each.
 #[derive(Clone, Debug)]
@@ -46,20 +50,30 @@ impl Life {
             .map(|s| s.2)
     }
 
-    /// Whether the others take this replica for down at `t`: gone for at least `DETECT`, or
-    /// back for less than `GIVE_BACK` after such an absence.
+    /// Whether a peer checking at `t` takes this replica for down: gone for at least `DETECT`.
     fn seen_down(&self, t: f64) -> bool {
-        let mut spans = self.spans.clone();
-        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
-        // The absences: before the first span, between spans, after the last.
-        let mut from = -FOREVER;
-        for (a, b, _) in spans.iter().map(|s| (s.0, s.1, s.2)) {
-            if a > from && from + DETECT <= t && t < a + GIVE_BACK && a - from >= DETECT {
-                return true;
-            }
-            from = from.max(b);
+        if self.count_at(t).is_some() {
+            return false;
         }
-        from < FOREVER && from + DETECT <= t
+        // Gone since the end of the last span before `t` (or always, if none).
+        let since = self
+            .spans
+            .iter()
+            .filter(|s| s.1 <= t)
+            .map(|s| s.1)
+            .fold(-FOREVER, f64::max);
+        since + DETECT <= t
+    }
+
+    /// The count it said at its last answer before `t`.
+    fn last_count(&self, t: f64) -> Option<u32> {
+        self.count_at(t).or_else(|| {
+            self.spans
+                .iter()
+                .filter(|s| s.1 <= t)
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|s| s.2)
+        })
     }
 }
 
@@ -73,8 +87,8 @@ struct Scenario {
     /// The window simulated.
     start: f64,
     end: f64,
-    /// Whether replicas take over a down one's share (`--shard.peers`).
-    takeover: bool,
+    /// Whether replicas hear each other (`--shard.peers`).
+    peers: bool,
 }
 
 const FOREVER: f64 = 1e12;
@@ -123,24 +137,24 @@ fn scenarios(n: u32, interval: f64, restart: f64) -> Vec<Scenario> {
         after: n,
         start: -interval,
         end: restart + 2.0 * interval,
-        takeover: false,
+        peers: false,
     });
-    // A replica gone for longer (a drained node, a pod pending): without and with takeover.
-    for takeover in [false, true] {
+    // A replica gone for longer (a drained node, a pod pending): without and with peers.
+    for peers in [false, true] {
         let mut lives = steady(n);
         let away = 5.0 * interval;
         lives[victim].spans = vec![(-FOREVER, 0.0, n), (away, FOREVER, n)];
         out.push(Scenario {
             name: format!(
                 "replica {victim} gone for {away} s{}",
-                if takeover { ", takeover" } else { "" }
+                if peers { ", --shard.peers" } else { "" }
             ),
             lives,
             before: n,
             after: n,
             start: -interval,
             end: away + 2.0 * interval,
-            takeover,
+            peers,
         });
     }
     // Rolling update (a new image): every pod restarted in turn, the count unchanged.
@@ -153,25 +167,31 @@ fn scenarios(n: u32, interval: f64, restart: f64) -> Vec<Scenario> {
         after: n,
         start: -interval,
         end: done + 2.0 * interval,
-        takeover: false,
+        peers: false,
     });
     // Scale up by one: the new pod starts under n+1, then the others roll to n+1.
-    let mut lives = steady(n);
-    lives.push(Life {
-        spans: vec![(restart, FOREVER, n + 1)],
-    });
-    let done = roll(&mut lives, (0..n as usize).rev(), restart, restart, n + 1);
-    out.push(Scenario {
-        name: format!("scale {n} -> {} (new pod, then a rolling update)", n + 1),
-        lives,
-        before: n,
-        after: n + 1,
-        start: -interval,
-        end: done + 2.0 * interval,
-        takeover: false,
-    });
+    for peers in [false, true] {
+        let mut lives = steady(n);
+        lives.push(Life {
+            spans: vec![(restart, FOREVER, n + 1)],
+        });
+        let done = roll(&mut lives, (0..n as usize).rev(), restart, restart, n + 1);
+        out.push(Scenario {
+            name: format!(
+                "scale {n} -> {} (new pod, then a rolling update){}",
+                n + 1,
+                if peers { ", --shard.peers" } else { "" }
+            ),
+            lives,
+            before: n,
+            after: n + 1,
+            start: -interval,
+            end: done + 2.0 * interval,
+            peers,
+        });
+    }
     // Scale down by one: the last pod goes, then the others roll to n-1.
-    for takeover in [false, true] {
+    for peers in [false, true] {
         if n < 2 {
             break;
         }
@@ -182,17 +202,43 @@ fn scenarios(n: u32, interval: f64, restart: f64) -> Vec<Scenario> {
             name: format!(
                 "scale {n} -> {} (last pod removed, then a rolling update){}",
                 n - 1,
-                if takeover { ", takeover" } else { "" }
+                if peers { ", --shard.peers" } else { "" }
             ),
             lives,
             before: n,
             after: n - 1,
             start: -interval,
             end: done + 2.0 * interval,
-            takeover,
+            peers,
         });
     }
     out
+}
+
+/// A replica's view with `--shard.peers`: (the count it takes its share under, the peers it
+/// takes for down), or `None` while it is not up.
+type View = Option<(u32, BTreeSet<u32>)>;
+
+/// What replica `r` acts on at `t` with `--shard.peers`: the count it takes its share under
+/// and the peers it takes for down; `None` while it is not up.
+fn view(lives: &[Life], r: usize, t: f64) -> View {
+    let own = lives[r].count_at(t)?;
+    // Its checks have their own phase: it acts on what it heard at its last one.
+    let heard = t - CHECK * (r as f64 + 0.5) / lives.len() as f64;
+    let mut count = own;
+    let mut down = BTreeSet::new();
+    for (p, life) in lives.iter().enumerate().take(own as usize) {
+        if p == r {
+            continue;
+        }
+        if life.seen_down(heard) {
+            down.insert(p as u32);
+        } else if let Some(c) = life.last_count(heard) {
+            count = count.min(c);
+        }
+    }
+    down.retain(|&d| d < count);
+    Some((count, down))
 }
 
 /// FNV-1a, as the scheduler's phase hash: only to spread phases over the interval.
@@ -245,6 +291,19 @@ fn main() {
             c.dedup();
             c
         };
+        // With peers, each replica's view at every STEP of the window.
+        let steps = ((s.end - s.start) / STEP).ceil() as usize + 1;
+        let views: Vec<Vec<View>> = if s.peers {
+            (0..s.lives.len())
+                .map(|r| {
+                    (0..steps)
+                        .map(|i| view(&s.lives, r, s.start + i as f64 * STEP))
+                        .collect()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (mut moved, mut total) = (0usize, 0usize);
         let (mut gaps_m, mut dups_m, mut max_gap_m, mut max_dup_m) = (0u64, 0u64, 0u64, 0u64);
         let (mut gaps_u, mut max_gap_u, mut max_dup_u) = (0u64, 0u64, 0u64);
@@ -269,29 +328,25 @@ fn main() {
                     if t >= s.end {
                         break;
                     }
-                    let down: BTreeSet<u32> = if s.takeover {
-                        (0..s.lives.len() as u32)
-                            .filter(|&r| s.lives[r as usize].seen_down(t))
-                            .collect()
-                    } else {
-                        BTreeSet::new()
-                    };
+                    let step = (((t - s.start) / STEP) as usize).min(steps - 1);
                     let probes = s
                         .lives
                         .iter()
                         .enumerate()
                         .filter(|(r, l)| {
-                            l.count_at(t).is_some_and(|count| {
+                            let r32 = *r as u32;
+                            if !s.peers {
+                                return l
+                                    .count_at(t)
+                                    .is_some_and(|count| owner_of(count) == Some(r32));
+                            }
+                            views[*r][step].as_ref().is_some_and(|(count, down)| {
                                 let owner = if down.is_empty() {
-                                    owner_of(count)
+                                    owner_of(*count)
                                 } else {
-                                    // A replica's peer list is its count's: ordinals 0..count.
-                                    let mut d = down.clone();
-                                    d.retain(|&x| x < count);
-                                    d.remove(&(*r as u32));
-                                    Shard::owner_among(key, count, &d)
+                                    Shard::owner_among(key, *count, down)
                                 };
-                                owner == Some(*r as u32)
+                                owner == Some(r32)
                             })
                         })
                         .count() as u64;

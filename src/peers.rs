@@ -8,6 +8,13 @@
 //! replica's components move (each to its next choice) and they move back on its first answer.
 //! Each replica decides alone; when two disagree (a partition) a target is probed by both for
 //! a while, never by neither.
+//!
+//! A sharded replica's `/-/healthy` also says its `--shard.count` (header
+//! `x-lookout-shard-count`), and each replica takes its share under the lowest count among itself
+//! and the live peers it hears: while a change of the count rolls out pod by pod, every replica
+//! keeps the old split (a new replica beyond it probes nothing yet) until the last one on the
+//! old count restarts, and then all switch within one check, instead of each switching as it
+//! restarts.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -23,6 +30,9 @@ use crate::probe::net;
 use crate::probe::resolve::{IpPreference, Resolver};
 use crate::shard::Shard;
 use crate::sources::Sources;
+
+/// The header of a sharded replica's `/-/healthy` answer naming its `--shard.count`.
+pub const COUNT_HEADER: &str = "x-lookout-shard-count";
 
 /// One peer replica's address, from `--shard.peers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,9 +120,13 @@ impl Watch {
 
 /// Asks every peer each interval and tells `sources` which are down, until `stop`.
 pub async fn run(watch: Watch, sources: Arc<Sources>, resolver: Resolver, stop: CancellationToken) {
+    let own = sources.shard().map_or(1, |s| s.count);
     let mut missed = vec![0u32; watch.peers.len()];
+    // Each peer's --shard.count as it last said it (None: not heard yet, or not sharded).
+    let mut counts: Vec<Option<u32>> = vec![None; watch.peers.len()];
     let mut down: BTreeSet<u32> = BTreeSet::new();
-    sources.peers_changed(down.clone());
+    let mut agreed = own;
+    sources.peers_changed(down.clone(), agreed);
     let limit = watch.interval.min(Duration::from_secs(2));
     let mut tick = tokio::time::interval(watch.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -128,10 +142,17 @@ pub async fn run(watch: Watch, sources: Arc<Sources>, resolver: Resolver, stop: 
         });
         let answers = futures_util::future::join_all(checks).await;
         let mut now = down.clone();
-        for ((peer, answer), missed) in watch.peers.iter().zip(answers).zip(&mut missed) {
+        for (((peer, answer), missed), count) in watch
+            .peers
+            .iter()
+            .zip(answers)
+            .zip(&mut missed)
+            .zip(&mut counts)
+        {
             match answer {
-                Ok(()) => {
+                Ok(heard) => {
                     *missed = 0;
+                    *count = heard;
                     if now.remove(&peer.index) {
                         tracing::info!(peer = peer.index, host = %peer.host, "Peer replica answers again; giving its share back");
                     }
@@ -144,16 +165,42 @@ pub async fn run(watch: Watch, sources: Arc<Sources>, resolver: Resolver, stop: 
                 }
             }
         }
-        if now != down {
+        // The lowest count among this replica and the live peers: a rollout of a new count
+        // switches everyone at once, when the last replica on the old one is gone.
+        let lowest = watch
+            .peers
+            .iter()
+            .zip(&counts)
+            .filter(|(p, _)| !now.contains(&p.index))
+            .filter_map(|(_, c)| *c)
+            .fold(own, u32::min)
+            .max(1);
+        if lowest != agreed {
+            tracing::info!(
+                count = lowest,
+                flag = own,
+                "Taking the share under the count every live replica runs with"
+            );
+        }
+        if now != down || lowest != agreed {
             down = now;
-            sources.peers_changed(down.clone());
+            agreed = lowest;
+            sources.peers_changed(down.clone(), agreed);
         }
     }
 }
 
-/// One `GET /-/healthy`: any HTTP answer is a running peer.
-async fn check(peer: &Peer, resolver: &Resolver) -> Result<(), String> {
-    get(peer, "/-/healthy", resolver, 4096).await.map(|_| ())
+/// One `GET /-/healthy`: any HTTP answer is a running peer; returns the `--shard.count` it
+/// says it runs with, if it says one.
+async fn check(peer: &Peer, resolver: &Resolver) -> Result<Option<u32>, String> {
+    get(peer, "/-/healthy", resolver, 4096)
+        .await
+        .map(|(_, headers, _)| {
+            headers
+                .get(COUNT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        })
 }
 
 /// What a peer answered when asked to confirm a failure.
@@ -228,10 +275,10 @@ impl Confirmer {
                 let verdict = match answer {
                     Err(_) => Verdict::Unreachable(format!("no answer within {limit:?}")),
                     Ok(Err(e)) => Verdict::Unreachable(e),
-                    Ok(Ok((status, _))) if status != http::StatusCode::OK => {
+                    Ok(Ok((status, _, _))) if status != http::StatusCode::OK => {
                         Verdict::Unreachable(format!("answered {status}"))
                     }
-                    Ok(Ok((_, body))) => read_verdict(&body),
+                    Ok(Ok((_, _, body))) => read_verdict(&body),
                 };
                 (peer.index, verdict)
             }
@@ -258,13 +305,13 @@ fn read_verdict(body: &[u8]) -> Verdict {
     }
 }
 
-/// One `GET path` of a peer: its status and (at most `limit` bytes of) its body.
+/// One `GET path` of a peer: its status, headers and (at most `limit` bytes of) its body.
 async fn get(
     peer: &Peer,
     path: &str,
     resolver: &Resolver,
     limit: usize,
-) -> Result<(http::StatusCode, Bytes), String> {
+) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
     let (ip, _) = resolver
         .lookup(&peer.host, IpPreference::default())
         .await
@@ -291,12 +338,13 @@ async fn get(
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
+    let headers = resp.headers().clone();
     let body = http_body_util::Limited::new(resp.into_body(), limit)
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    Ok((status, body))
+    Ok((status, headers, body))
 }
 
 #[cfg(test)]

@@ -34,6 +34,10 @@ static SHARD_PEER_UP: Family = Family::gauge(
     "lookout_shard_peer_up",
     "Whether this replica hears the peer replica of this ordinal (--shard.peers); 0 while this replica probes its share.",
 );
+static SHARD_COUNT_IN_EFFECT: Family = Family::gauge(
+    "lookout_shard_count_in_effect",
+    "The replica count the share is taken under: the lowest --shard.count among this replica and the peers it hears (--shard.peers).",
+);
 static SOURCE_TARGETS: Family = Family::gauge(
     "lookout_source_targets",
     "Targets each source offers (file: the config's targets:), before the share was taken.",
@@ -64,6 +68,9 @@ struct Inner {
     considered: usize,
     /// The peer replicas `--shard.peers` found down, whose share this one takes its part of.
     down: BTreeSet<u32>,
+    /// The count the share is taken under: the lowest `--shard.count` among this replica and the
+    /// live peers (`peers.rs`); `None` until peers are heard, then the flag's.
+    count: Option<u32>,
     /// Whether peers are watched (`--shard.peers`), so their states are exposed.
     watching: bool,
     /// Every scheduled target before the share was taken: what a peer may ask this replica to
@@ -85,6 +92,7 @@ impl Sources {
             rejected: BTreeMap::new(),
             considered: 0,
             down: BTreeSet::new(),
+            count: None,
             watching: false,
             full: Arc::default(),
         };
@@ -139,15 +147,21 @@ impl Sources {
 
     /// The peer replicas now down (`--shard.peers`): this replica's share is taken again, with
     /// its part of theirs. Nothing is sent when the set did not change.
-    pub fn peers_changed(&self, down: BTreeSet<u32>) {
+    pub fn peers_changed(&self, down: BTreeSet<u32>, count: u32) {
         let mut inner = self.lock();
         inner.watching = true;
-        if inner.down == down {
+        if inner.down == down && inner.count == Some(count) {
             return;
         }
         inner.down = down;
+        inner.count = Some(count);
         let (set, _) = build(&mut inner, self.shard);
         self.tx.send_replace(set);
+    }
+
+    /// This replica's `--shard.*`, if sharded.
+    pub fn shard(&self) -> Option<Shard> {
+        self.shard
     }
 
     /// A scheduled target by name from every source, in this replica's share or not: for a
@@ -177,6 +191,9 @@ impl Sources {
                 ],
                 1.0,
             );
+            if let Some(count) = inner.count {
+                r.set(&SHARD_COUNT_IN_EFFECT, f64::from(count));
+            }
             if inner.watching {
                 for peer in (0..shard.count).filter(|&p| p != shard.index) {
                     let up = if inner.down.contains(&peer) { 0.0 } else { 1.0 };
@@ -254,7 +271,20 @@ fn build(
     inner.considered = full.len();
     inner.full = full.clone();
     let share = match shard {
-        Some(s) if s.count > 1 => Arc::new(s.share_among(&full, &inner.down)),
+        Some(s) if s.count > 1 => {
+            // Under the count the live replicas agree on (the lowest they run with): while a
+            // change of --shard.count rolls out, every replica keeps the old split until the
+            // last one runs the new count, then all switch within one check.
+            let count = inner.count.unwrap_or(s.count).min(s.count);
+            let agreed = Shard { count, ..s };
+            if s.index >= count {
+                // Its ordinal is beyond the agreed count: nothing yet (the settings kept).
+                Arc::new(full.components_where(|_| false))
+            } else {
+                let down = inner.down.iter().copied().filter(|&d| d < count).collect();
+                Arc::new(agreed.share_among(&full, &down))
+            }
+        }
         _ => full,
     };
     (share, rejected)

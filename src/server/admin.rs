@@ -212,8 +212,17 @@ pub async fn api_targets(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /-/healthy`.
-pub async fn healthy() -> &'static str {
-    "Healthy"
+pub async fn healthy(State(state): State<Arc<AppState>>) -> Response {
+    match state.sources.shard() {
+        // Sharded, it says its --shard.count, so peers agree on one count while a change of
+        // it rolls out (`peers.rs`).
+        Some(shard) => (
+            [(crate::peers::COUNT_HEADER, shard.count.to_string())],
+            "Healthy",
+        )
+            .into_response(),
+        None => "Healthy".into_response(),
+    }
 }
 
 /// `POST /-/reload`.

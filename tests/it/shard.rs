@@ -413,3 +413,100 @@ async fn replicas_per_target_needs_every_replica_to_see_the_failure() {
         m.text
     );
 }
+
+/// Starts replica `index` of `count`, listening on `ports[index]`, its peers `ports[..count]`,
+/// once that port is free again (a stopped replica's listener closes as its task ends).
+async fn replica(index: usize, count: usize, ports: &[u16]) -> Lookout {
+    for _ in 0..200 {
+        if std::net::TcpListener::bind(("127.0.0.1", ports[index])).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let peers = ports[..count]
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (i, n, listen) = (
+        index.to_string(),
+        count.to_string(),
+        format!("127.0.0.1:{}", ports[index]),
+    );
+    Lookout::start_with_flags(
+        tempfile::tempdir().unwrap(),
+        &config(),
+        &[
+            "--shard.index",
+            &i,
+            "--shard.count",
+            &n,
+            "--shard.peers",
+            &peers,
+            "--shard.peer-interval",
+            "100ms",
+            "--shard.peer-failures",
+            "2",
+            "--web.listen-address",
+            &listen,
+        ],
+    )
+    .await
+}
+
+fn all(r: &[Option<Lookout>]) -> Vec<&Lookout> {
+    r.iter().flatten().collect()
+}
+
+async fn count_in_effect(lk: &Lookout) -> Option<f64> {
+    Samples::parse(&lk.get("/metrics").await.body).get("lookout_shard_count_in_effect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_count_takes_effect_when_every_replica_runs_it() {
+    let ports = free_ports(4);
+    let mut r = Vec::new();
+    for i in 0..3 {
+        r.push(Some(replica(i, 3, &ports).await));
+    }
+    let three = shares_until(&all(&r), "three shares", partition).await;
+    // Scaling to four: the new replica hears three replicas on count 3 and probes nothing yet.
+    r.push(Some(replica(3, 4, &ports).await));
+    let fourth = r[3].as_ref().unwrap();
+    for _ in 0..400 {
+        if count_in_effect(fourth).await == Some(3.0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(count_in_effect(fourth).await, Some(3.0));
+    assert!(names(fourth).await.is_empty());
+    // Rolling the others to count 4 from the highest ordinal down: the old split holds while
+    // any of them still runs count 3.
+    for i in [2, 1] {
+        drop(r[i].take());
+        r[i] = Some(replica(i, 4, &ports).await);
+        let now = shares_until(&all(&r), "the old split", |s| {
+            partition(s) && s[3].is_empty()
+        })
+        .await;
+        assert_eq!(&now[..3], &three[..], "after restarting replica {i}");
+        assert_eq!(count_in_effect(r[i].as_ref().unwrap()).await, Some(3.0));
+    }
+    // The last one: all four switch to count 4, the new replica with a share of its own.
+    drop(r[0].take());
+    r[0] = Some(replica(0, 4, &ports).await);
+    let four = shares_until(&all(&r), "the new split", |s| {
+        partition(s) && !s[3].is_empty()
+    })
+    .await;
+    for i in 0..3 {
+        assert!(
+            four[i].is_subset(&three[i]),
+            "replica {i} only gave targets away"
+        );
+    }
+    for lk in all(&r) {
+        assert_eq!(count_in_effect(lk).await, Some(4.0));
+    }
+}
